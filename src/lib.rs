@@ -1,0 +1,24 @@
+//! spack-oci-rs: the engine behind Spack's OCI build caches.
+//!
+//! The core (everything outside `python`) is plain Rust, usable and tested without Python:
+//! - [`reference`]: image references and `oci://` mirror URLs, parsed as Spack parses them;
+//! - [`digest`]: sha256 digests and hashing writers;
+//! - [`transport`]: the HTTP client (TLS, auth, retries) on reqwest;
+//! - [`registry`]: registry operations (blobs, manifests, tags);
+//! - [`tarball`]: Spack-identical build-cache tarballs;
+//! - [`push`] and [`index`]: whole push plans and build-cache indexes.
+//!
+//! `python` is the thin PyO3 layer, compiled only with the `python` feature.
+
+pub mod digest;
+pub mod error;
+pub mod media_types;
+pub mod reference;
+pub mod tarball;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use digest::Digest;
+pub use error::{Error, ErrorKind, Result};
+pub use reference::Reference;
