@@ -146,6 +146,14 @@ impl Hasher {
     }
 }
 
+/// sha256 and size of a whole file, read in large blocks.
+pub fn file_digest(path: &std::path::Path) -> Result<Digest, Error> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening", path, &e))?;
+    let mut w = HashingWriter::new(io::sink());
+    io::copy(&mut f, &mut w).map_err(|e| Error::io("reading", path, &e))?;
+    Ok(w.finish().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,13 @@
 
 pub mod digest;
 pub mod error;
+pub mod index;
 pub mod media_types;
+pub mod push;
 pub mod reference;
+pub mod registry;
 pub mod tarball;
+pub mod transport;
 
 #[cfg(feature = "python")]
 mod python;

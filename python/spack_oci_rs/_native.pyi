@@ -1,0 +1,357 @@
+"""Type stubs of the native module ``spack_oci_rs._native`` (checked by mypy.stubtest).
+
+References (``ref``) are OCI mirror URLs (``oci://host/repo[:tag]`` over https,
+``oci+http://host/repo`` over plain http) or bare image references (``host/repo:tag``,
+``ubuntu:24.04`` with Docker Hub defaults), parsed exactly as Spack parses them. Digests are
+``sha256:<64 hex>``. Every call releases the GIL while it works; Ctrl-C cancels it within
+about 100 ms and raises ``KeyboardInterrupt``. Errors are :class:`spack_oci_rs.exceptions.OciError`
+subclasses.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from os import PathLike
+from typing import Any, final
+
+__version__: str
+
+_Path = str | PathLike[str]
+
+@final
+class Client:
+    """A connection pool, bearer-token cache and settings, shared by the calls given it.
+
+    Calls without ``client=`` share a default client. A client is safe to use from several
+    threads, and after ``os.fork()`` (the child builds its own connections).
+
+    Args:
+        credentials: registry (``host[:port]``) -> ``(username, password)``.
+        ca_certs: extra CA certificate files (PEM) or directories, trusted besides the
+            system roots (Spack's ``config:ssl_certs``).
+        verify_ssl: ``False`` disables TLS certificate checks (Spack's ``config:verify_ssl``).
+        connect_timeout: seconds to establish a connection (Spack's ``config:connect_timeout``).
+        read_timeout: seconds without receiving data before a request counts as stalled.
+        retries: attempts per request, the first included (retries on connection errors,
+            timeouts, 408, 429 and 5xx, honouring ``Retry-After``).
+        max_concurrency: requests in flight per registry.
+    """
+
+    def __new__(
+        cls,
+        *,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
+        ca_certs: Sequence[_Path] | None = None,
+        verify_ssl: bool = True,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retries: int = 5,
+        max_concurrency: int = 32,
+    ) -> Client: ...
+
+def list_tags(ref: str, *, client: Client | None = None) -> list[str]:
+    """All tags of the repository of ``ref``, sorted, following ``Link: rel="next"``
+    pagination (relative and absolute links). A repository that does not exist has no tags."""
+
+def blob_exists(ref: str, digest: str, *, client: Client | None = None) -> bool:
+    """Whether blob ``digest`` exists in the repository of ``ref`` (HEAD)."""
+
+def fetch_blob(ref: str, digest: str, dest: _Path, *, client: Client | None = None) -> int:
+    """Stream blob ``digest`` of the repository of ``ref`` to ``dest``; return its size.
+
+    The sha256 is verified while streaming into a temp file in ``dest``'s directory, which is
+    renamed to ``dest`` only after the digest matched: ``dest`` never holds a partial or wrong
+    file. A dropped connection resumes with ``Range`` where the registry supports it.
+
+    Raises:
+        DigestMismatchError: the bytes do not match ``digest`` (nothing is written).
+        NotFoundError: no such blob.
+    """
+
+@final
+class FetchResult:
+    """The outcome of one download of :func:`fetch_blobs`."""
+
+    @property
+    def ref(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def dest(self) -> PathLike[str]: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def error(self) -> BaseException | None:
+        """The exception of a failed download, else None."""
+
+def fetch_blobs(
+    requests: Sequence[tuple[str, str, _Path]],
+    *,
+    concurrency: int = 16,
+    client: Client | None = None,
+) -> list[FetchResult]:
+    """Download many blobs concurrently, with :func:`fetch_blob`'s guarantees each.
+
+    Args:
+        requests: ``(ref, digest, dest)`` triples.
+        concurrency: downloads in flight.
+
+    Returns:
+        One result per request, in order; a failure does not stop the others.
+    """
+
+def upload_blob(
+    ref: str,
+    data: bytes | _Path,
+    digest: str | None = None,
+    *,
+    force: bool = False,
+    client: Client | None = None,
+) -> tuple[str, bool]:
+    """Upload a blob (bytes, or a file path) to the repository of ``ref``.
+
+    Args:
+        data: the blob's bytes or a file to stream.
+        digest: its digest; computed when not given.
+        force: upload even if the registry has it (skips the HEAD check).
+
+    Returns:
+        ``(digest, uploaded)``; ``uploaded`` is False when the blob existed.
+    """
+
+def upload_manifest(
+    ref: str,
+    manifest: Mapping[str, Any] | bytes,
+    *,
+    tag: bool = True,
+    media_type: str | None = None,
+    client: Client | None = None,
+) -> tuple[str, int]:
+    """Upload a manifest or index under the tag of ``ref`` (or its digest when ``tag`` is
+    False).
+
+    Args:
+        manifest: a dict, serialized as compact JSON exactly as Spack does, or exact bytes.
+        media_type: the Content-Type; defaults to the manifest's ``mediaType``.
+
+    Returns:
+        ``(digest, size)`` of the uploaded bytes.
+    """
+
+def get_manifest_and_config(
+    ref: str,
+    architecture: str = "amd64",
+    *,
+    recurse: int = 3,
+    client: Client | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest and config of ``ref``. OCI and Docker manifests and indexes are accepted;
+    from an index the entry for ``architecture`` is taken, at most ``recurse`` levels deep.
+    The config is verified against its digest."""
+
+def copy_missing_layers(
+    src: str,
+    dst: str,
+    architecture: str = "amd64",
+    *,
+    client: Client | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Copy the layers of image ``src`` (for ``architecture``) that repository ``dst`` lacks,
+    by cross-repository mount on the same registry or streamed copy otherwise. Returns the
+    base image's ``(manifest, config)``."""
+
+@final
+class IndexConfigs:
+    """What :func:`build_index` gathered."""
+
+    @property
+    def configs(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(tag, manifest digest, config)`` of every spec tag whose config has a ``spec``."""
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(tag, reason)`` of spec tags left out (vanished, unreadable, no spec)."""
+    @property
+    def spec_tags(self) -> int:
+        """How many spec tags were listed."""
+    @property
+    def reused(self) -> int:
+        """How many configs were not fetched because ``previous`` had them."""
+
+def build_index(
+    ref: str,
+    *,
+    concurrency: int = 64,
+    previous: Mapping[str, str] | None = None,
+    client: Client | None = None,
+) -> IndexConfigs:
+    """List the tags of the repository of ``ref`` and fetch the manifest and config of every
+    spec tag (``*.spack`` except ``index.spack``) concurrently.
+
+    Args:
+        concurrency: requests in flight.
+        previous: tag -> manifest digest of configs the caller has already (incremental
+            update); their configs are not fetched again unless the tag moved.
+    """
+
+def upload_index(ref: str, index: bytes | _Path, *, client: Client | None = None) -> str:
+    """Upload an ``index.json`` (bytes or a file) as Spack does: the index blob, a ``{}``
+    config blob and an OCI manifest tagged ``index.spack``. Returns the manifest digest."""
+
+def fetch_index(ref: str, *, client: Client | None = None) -> tuple[str, bytes] | None:
+    """The ``index.spack`` of the repository of ``ref``: ``(layer digest, index bytes)``,
+    verified; None when the repository has no index."""
+
+def default_tag(name: str, version: str, dag_hash: str) -> str:
+    """Spack's default tag ``<name>-<version>-<hash>.spack``, sanitized and at most 128
+    characters."""
+
+def ensure_valid_tag(tag: str) -> str:
+    """Spack's ``ensure_valid_tag``: characters outside ``[\\w.-]`` become ``_``; longer than
+    128 characters keeps the first and last 64."""
+
+def parse_reference(ref: str) -> dict[str, str | None]:
+    """Parse a reference or OCI URL into ``scheme``, ``domain``, ``name``, ``tag``,
+    ``digest``."""
+
+@final
+class PushItem:
+    """One image of a push plan.
+
+    Args:
+        tag: the tag to push (Spack: ``default_tag(name, version, hash)``).
+        key: identifies the item in the plan and in ``layers`` (Spack: the DAG hash);
+            defaults to ``tag``.
+        tarball: a finished ``.tar.gz`` to use as the item's layer.
+        diff_id: the tarball's uncompressed digest, if known (else computed).
+        prefix: an install prefix to archive exactly as Spack does (instead of ``tarball``).
+        prefixes_to_relocate: prefixes whose occurrences make files relocatable.
+        buildinfo: the buildinfo dict; the relocation lists are added before it is serialized
+            by ``push(buildinfo_dump=...)``.
+        layers: keys of the items whose layers make up the image, bottom first, this item's
+            own key included; keys with no known layer are left out (as Spack does). Empty
+            means ``[key]``.
+        architecture: platform architecture (``amd64``, ``arm64``), selects the base image.
+        env: the complete ``config.Env`` list; None keeps the base image's with a default
+            ``PATH``.
+        extra_config: fields merged at the top level of the image config.
+        fill_checksum: set ``binary_cache_checksum`` and ``archive_size`` in the config from
+            the built layer (in place if ``extra_config`` has them). Defaults to True when
+            the item has a layer and ``extra_config``.
+        annotations: manifest annotations (left out for Docker-format base images).
+    """
+
+    def __new__(
+        cls,
+        tag: str,
+        *,
+        key: str | None = None,
+        tarball: _Path | None = None,
+        diff_id: str | None = None,
+        prefix: _Path | None = None,
+        prefixes_to_relocate: Sequence[str] = ...,
+        buildinfo: dict[str, Any] | None = None,
+        layers: Sequence[str] = ...,
+        architecture: str = "amd64",
+        env: Sequence[str] | None = None,
+        extra_config: dict[str, Any] | None = None,
+        fill_checksum: bool | None = None,
+        annotations: dict[str, Any] | None = None,
+    ) -> PushItem: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def tarball(self) -> PathLike[str] | None: ...
+    @property
+    def diff_id(self) -> str | None: ...
+    @property
+    def prefix(self) -> PathLike[str] | None: ...
+    @property
+    def prefixes_to_relocate(self) -> list[str]: ...
+    @property
+    def buildinfo(self) -> dict[str, Any] | None: ...
+    @property
+    def layers(self) -> list[str]: ...
+    @property
+    def architecture(self) -> str: ...
+    @property
+    def env(self) -> list[str] | None: ...
+    @property
+    def extra_config(self) -> dict[str, Any] | None: ...
+    @property
+    def fill_checksum(self) -> bool: ...
+    @property
+    def annotations(self) -> dict[str, Any] | None: ...
+
+@final
+class PushResult:
+    """The outcome of one :class:`PushItem`."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def tag(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """``"pushed"`` (manifest accepted), ``"skipped"`` (tag existed) or ``"failed"``."""
+    @property
+    def manifest_digest(self) -> str | None: ...
+    @property
+    def manifest_size(self) -> int | None: ...
+    @property
+    def digest(self) -> str | None:
+        """Digest of the item's compressed layer."""
+    @property
+    def diff_id(self) -> str | None:
+        """Digest of the item's uncompressed layer."""
+    @property
+    def size(self) -> int | None:
+        """Size of the compressed layer."""
+    @property
+    def uploaded(self) -> bool:
+        """Whether the layer blob was uploaded by this push."""
+    @property
+    def relocate_binaries(self) -> list[str] | None: ...
+    @property
+    def relocate_links(self) -> list[str] | None: ...
+    @property
+    def relocate_textfiles(self) -> list[str] | None: ...
+    @property
+    def error(self) -> BaseException | None: ...
+    @property
+    def seconds(self) -> float:
+        """Time spent making and uploading the layer."""
+
+def push(
+    target: str,
+    items: Sequence[PushItem],
+    *,
+    base_image: str | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+    known_layers: Mapping[str, tuple[str, str, int]] | None = None,
+    buildinfo_dump: Callable[[dict[str, Any]], bytes | str] | None = None,
+    progress: Callable[[str, dict[str, Any]], object] | None = None,
+    stream_layers: bool = True,
+    tmpdir: _Path | None = None,
+    client: Client | None = None,
+) -> list[PushResult]:
+    """Push a whole plan to repository ``target`` with one connection pool and token cache.
+
+    Unless ``force``, tags are listed once and existing items are skipped (their layer info
+    is still returned and usable in other items' ``layers``). Layers are made ``jobs`` at a
+    time (default: CPUs) and uploaded once per digest; prefixes are archived and streamed
+    straight into the upload (``stream_layers=False``: via a temp file in ``tmpdir``).
+    Manifests go up only after all their layers are present. One failing item does not stop
+    the others; an item is "pushed" only once the registry accepted its manifest.
+
+    Args:
+        target: the repository (``oci://host/repo``); item tags replace its tag.
+        base_image: an image whose layers go below every item's (copied into ``target``).
+        known_layers: key -> ``(digest, diff_id, size)`` of layers pushed before.
+        buildinfo_dump: serializes a buildinfo dict (Spack: ``syaml.dump(...,
+            default_flow_style=True)``); default: JSON.
+        progress: called as ``progress(event, info)`` with events ``planned``,
+            ``layer_done``, ``layer_failed``, ``manifest_done``, ``manifest_failed``.
+    """

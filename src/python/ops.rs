@@ -1,0 +1,368 @@
+//! Registry building blocks: tags, blobs, manifests, base-image copies, the index.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use serde_json::Value;
+
+use super::errors::{to_pyerr, IntoPyResult};
+use super::runtime::block_on;
+use super::{client_for, Client};
+use crate::digest::Digest;
+use crate::reference::{self, Reference};
+use crate::registry::{to_compact_json, BlobSource};
+
+pub(crate) fn parse_ref(py: Python<'_>, s: &str) -> PyResult<Reference> {
+    Reference::parse(s).into_py_result(py)
+}
+
+pub(crate) fn parse_digest(py: Python<'_>, s: &str) -> PyResult<Digest> {
+    Digest::parse(s).into_py_result(py)
+}
+
+/// A JSON-compatible Python object as a serde value (via `json.dumps`, keeping key order).
+pub(crate) fn to_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    let text: String = py.import("json")?.call_method1("dumps", (obj,))?.extract()?;
+    serde_json::from_str(&text).map_err(|e| PyTypeError::new_err(format!("not JSON-compatible: {e}")))
+}
+
+/// A serde value as a Python object (via `json.loads`).
+pub(crate) fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
+    from_json_bytes(py, &serde_json::to_vec(v).expect("serializable"))
+}
+
+pub(crate) fn from_json_bytes(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
+    Ok(py.import("json")?.call_method1("loads", (PyBytes::new(py, b),))?.unbind())
+}
+
+/// All tags of the repository of `ref`, sorted, following `Link` pagination.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, client = None))]
+fn list_tags(py: Python<'_>, r#ref: &str, client: Option<&Bound<'_, Client>>) -> PyResult<Vec<String>> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    block_on(py, async move { c.list_tags(&reference).await })?.into_py_result(py)
+}
+
+/// Whether the blob exists in the repository of `ref`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, digest, *, client = None))]
+fn blob_exists(py: Python<'_>, r#ref: &str, digest: &str, client: Option<&Bound<'_, Client>>) -> PyResult<bool> {
+    let reference = parse_ref(py, r#ref)?;
+    let digest = parse_digest(py, digest)?;
+    let c = client_for(py, client)?;
+    block_on(py, async move { c.blob_exists(&reference, &digest).await })?.into_py_result(py)
+}
+
+/// Stream one blob to `dest`, verified; returns its size.
+#[pyfunction]
+#[pyo3(signature = (r#ref, digest, dest, *, client = None))]
+fn fetch_blob(
+    py: Python<'_>,
+    r#ref: &str,
+    digest: &str,
+    dest: PathBuf,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<u64> {
+    let reference = parse_ref(py, r#ref)?;
+    let digest = parse_digest(py, digest)?;
+    let c = client_for(py, client)?;
+    let out = block_on(py, async move { c.fetch_blob(&reference, &digest, &dest).await })?;
+    out.map(|o| o.size).into_py_result(py)
+}
+
+/// The outcome of one download of `fetch_blobs`.
+#[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
+pub struct FetchResult {
+    r#ref: String,
+    digest: String,
+    dest: PathBuf,
+    ok: bool,
+    size: Option<u64>,
+    error: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl FetchResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "FetchResult(digest={:?}, dest={:?}, ok={}, size={:?})",
+            self.digest, self.dest, self.ok, self.size
+        )
+    }
+}
+
+/// Download many blobs concurrently; one result per request, in order.
+#[pyfunction]
+#[pyo3(signature = (requests, *, concurrency = 16, client = None))]
+fn fetch_blobs(
+    py: Python<'_>,
+    requests: Vec<(String, String, PathBuf)>,
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Vec<FetchResult>> {
+    let c = client_for(py, client)?;
+    let parsed: Vec<crate::Result<(Reference, Digest)>> = requests
+        .iter()
+        .map(|(r, d, _)| Ok((Reference::parse(r)?, Digest::parse(d)?)))
+        .collect();
+    let jobs: Vec<_> = parsed.iter().zip(&requests).collect();
+    let results = block_on(py, async {
+        let tasks = jobs.iter().map(|(p, (_, _, dest))| {
+            let c = c.clone();
+            async move {
+                match p {
+                    Ok((r, d)) => c.fetch_blob(r, d, dest).await.map(|o| o.size),
+                    Err(e) => Err(e.clone()),
+                }
+            }
+        });
+        stream::iter(tasks.collect::<Vec<_>>()).buffered(concurrency.max(1)).collect::<Vec<_>>().await
+    })?;
+    Ok(results
+        .into_iter()
+        .zip(requests)
+        .map(|(r, (rf, d, dest))| match r {
+            Ok(size) => FetchResult { r#ref: rf, digest: d, dest, ok: true, size: Some(size), error: None },
+            Err(e) => FetchResult {
+                r#ref: rf,
+                digest: d,
+                dest,
+                ok: false,
+                size: None,
+                error: Some(to_pyerr(py, &e).into_value(py).into_any()),
+            },
+        })
+        .collect())
+}
+
+/// Upload a blob (a file path or bytes) unless present; returns (digest, uploaded).
+#[pyfunction]
+#[pyo3(signature = (r#ref, data, digest = None, *, force = false, client = None))]
+fn upload_blob(
+    py: Python<'_>,
+    r#ref: &str,
+    data: &Bound<'_, PyAny>,
+    digest: Option<&str>,
+    force: bool,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<(String, bool)> {
+    let reference = parse_ref(py, r#ref)?;
+    let source = if let Ok(b) = data.cast::<PyBytes>() {
+        BlobSource::Bytes(Bytes::copy_from_slice(b.as_bytes()))
+    } else if let Ok(p) = data.extract::<PathBuf>() {
+        BlobSource::File(p)
+    } else {
+        return Err(PyTypeError::new_err("data must be bytes or a path"));
+    };
+    let given = digest.map(|d| parse_digest(py, d)).transpose()?;
+    let c = client_for(py, client)?;
+    let out = block_on(py, async move {
+        let digest = match (given, &source) {
+            (Some(d), _) => d,
+            (None, BlobSource::Bytes(b)) => Digest::of_bytes(b),
+            (None, BlobSource::File(p)) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || crate::digest::file_digest(&p))
+                    .await
+                    .map_err(|e| crate::Error::invalid_input(e.to_string()))??
+            }
+        };
+        let uploaded = c.upload_blob(&reference, &source, &digest, force).await?;
+        Ok::<_, crate::Error>((digest.to_string(), uploaded))
+    })?;
+    out.into_py_result(py)
+}
+
+/// Upload a manifest (a dict, serialized as compact JSON like Spack, or exact bytes) under
+/// the tag of `ref`, or under its digest when `tag` is false. Returns (digest, size).
+#[pyfunction]
+#[pyo3(signature = (r#ref, manifest, *, tag = true, media_type = None, client = None))]
+fn upload_manifest(
+    py: Python<'_>,
+    r#ref: &str,
+    manifest: &Bound<'_, PyAny>,
+    tag: bool,
+    media_type: Option<String>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<(String, u64)> {
+    let reference = parse_ref(py, r#ref)?;
+    let (bytes, json) = if let Ok(b) = manifest.cast::<PyBytes>() {
+        let bytes = b.as_bytes().to_vec();
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| crate::Error::invalid_input(format!("manifest is not JSON: {e}")))
+            .into_py_result(py)?;
+        (bytes, v)
+    } else {
+        let v = to_value(py, manifest)?;
+        (to_compact_json(&v), v)
+    };
+    let media_type = match media_type.or_else(|| json.get("mediaType").and_then(Value::as_str).map(str::to_string)) {
+        Some(m) => m,
+        None => {
+            return Err(to_pyerr(py, &crate::Error::invalid_input("the manifest has no mediaType; pass media_type=")))
+        }
+    };
+    let c = client_for(py, client)?;
+    let out = block_on(py, async move { c.put_manifest(&reference, Bytes::from(bytes), &media_type, !tag).await })?;
+    out.map(|(d, s)| (d.to_string(), s)).into_py_result(py)
+}
+
+/// (manifest, config) of `ref`, descending into an image index for `architecture`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, architecture = "amd64", *, recurse = 3, client = None))]
+fn get_manifest_and_config(
+    py: Python<'_>,
+    r#ref: &str,
+    architecture: &str,
+    recurse: u32,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    let arch = architecture.to_string();
+    let im = block_on(py, async move { c.get_manifest_and_config(&reference, &arch, recurse).await })?
+        .into_py_result(py)?;
+    Ok((from_json_bytes(py, &im.manifest.bytes)?, from_json_bytes(py, &im.config_bytes)?))
+}
+
+/// Copy the layers of `src` (for `architecture`) missing in `dst`; returns the base
+/// (manifest, config). Same registry: cross-repository mount; else streamed copy.
+#[pyfunction]
+#[pyo3(signature = (src, dst, architecture = "amd64", *, client = None))]
+fn copy_missing_layers(
+    py: Python<'_>,
+    src: &str,
+    dst: &str,
+    architecture: &str,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    let (s, d) = (parse_ref(py, src)?, parse_ref(py, dst)?);
+    let c = client_for(py, client)?;
+    let arch = architecture.to_string();
+    let (m, cfg) = block_on(py, async move { crate::push::copy_missing_layers(&c, &s, &d, &arch).await })?
+        .into_py_result(py)?;
+    Ok((from_value(py, &m)?, from_value(py, &cfg)?))
+}
+
+/// The configs of all spec tags, for building the index.
+#[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
+pub struct IndexConfigs {
+    /// `(tag, manifest digest, config dict)` of every spec tag whose config has a "spec" key.
+    configs: Py<PyList>,
+    /// `(tag, reason)` of tags left out.
+    skipped: Vec<(String, String)>,
+    spec_tags: usize,
+    reused: usize,
+}
+
+/// List tags and fetch the config of every spec tag concurrently.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
+fn build_index(
+    py: Python<'_>,
+    r#ref: &str,
+    concurrency: usize,
+    previous: Option<HashMap<String, String>>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<IndexConfigs> {
+    let reference = parse_ref(py, r#ref)?;
+    let previous: Option<HashMap<String, Digest>> = previous
+        .map(|p| p.into_iter().map(|(t, d)| Ok((t, Digest::parse(&d)?))).collect::<crate::Result<_>>())
+        .transpose()
+        .into_py_result(py)?;
+    let c = client_for(py, client)?;
+    let out = block_on(py, async move {
+        crate::index::index_configs(&c, &reference, concurrency, previous.as_ref()).await
+    })?
+    .into_py_result(py)?;
+    let configs = PyList::empty(py);
+    for sc in &out.configs {
+        let cfg = from_json_bytes(py, &sc.config)?;
+        configs.append((PyString::new(py, &sc.tag), sc.manifest_digest.to_string(), cfg))?;
+    }
+    Ok(IndexConfigs {
+        configs: configs.unbind(),
+        skipped: out.skipped.into_iter().map(|s| (s.tag, s.reason)).collect(),
+        spec_tags: out.spec_tags,
+        reused: out.reused,
+    })
+}
+
+/// Upload an `index.json` (bytes or a path) as the `index.spack` image; returns the
+/// manifest digest.
+#[pyfunction]
+#[pyo3(signature = (r#ref, index, *, client = None))]
+fn upload_index(py: Python<'_>, r#ref: &str, index: &Bound<'_, PyAny>, client: Option<&Bound<'_, Client>>) -> PyResult<String> {
+    let reference = parse_ref(py, r#ref)?;
+    let data = if let Ok(b) = index.cast::<PyBytes>() {
+        Bytes::copy_from_slice(b.as_bytes())
+    } else {
+        let p: PathBuf = index.extract()?;
+        Bytes::from(std::fs::read(&p).map_err(|e| to_pyerr(py, &crate::Error::io("reading", &p, &e)))?)
+    };
+    let c = client_for(py, client)?;
+    block_on(py, async move { crate::index::upload_index(&c, &reference, data).await })?
+        .map(|d| d.to_string())
+        .into_py_result(py)
+}
+
+/// The current `index.spack`: (layer digest, bytes), or None when there is none.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, client = None))]
+fn fetch_index(py: Python<'_>, r#ref: &str, client: Option<&Bound<'_, Client>>) -> PyResult<Option<(String, Py<PyBytes>)>> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    let out = block_on(py, async move { crate::index::fetch_index(&c, &reference).await })?.into_py_result(py)?;
+    Ok(out.map(|(d, b)| (d.to_string(), PyBytes::new(py, &b).unbind())))
+}
+
+/// Spack's default tag `<name>-<version>-<hash>.spack`, sanitized and shortened.
+#[pyfunction]
+fn default_tag(name: &str, version: &str, dag_hash: &str) -> String {
+    reference::default_tag(name, version, dag_hash)
+}
+
+/// Spack's `ensure_valid_tag`.
+#[pyfunction]
+fn ensure_valid_tag(tag: &str) -> String {
+    reference::ensure_valid_tag(tag)
+}
+
+/// Parse an image reference or OCI URL: a dict with scheme, domain, name, tag, digest.
+#[pyfunction]
+fn parse_reference<'py>(py: Python<'py>, r#ref: &str) -> PyResult<Bound<'py, PyDict>> {
+    let r = parse_ref(py, r#ref)?;
+    let d = PyDict::new(py);
+    d.set_item("scheme", r.scheme.as_str())?;
+    d.set_item("domain", &r.domain)?;
+    d.set_item("name", &r.name)?;
+    d.set_item("tag", &r.tag)?;
+    d.set_item("digest", r.digest.as_ref().map(ToString::to_string))?;
+    Ok(d)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<FetchResult>()?;
+    m.add_class::<IndexConfigs>()?;
+    m.add_function(wrap_pyfunction!(list_tags, m)?)?;
+    m.add_function(wrap_pyfunction!(blob_exists, m)?)?;
+    m.add_function(wrap_pyfunction!(fetch_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(fetch_blobs, m)?)?;
+    m.add_function(wrap_pyfunction!(upload_blob, m)?)?;
+    m.add_function(wrap_pyfunction!(upload_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(get_manifest_and_config, m)?)?;
+    m.add_function(wrap_pyfunction!(copy_missing_layers, m)?)?;
+    m.add_function(wrap_pyfunction!(build_index, m)?)?;
+    m.add_function(wrap_pyfunction!(upload_index, m)?)?;
+    m.add_function(wrap_pyfunction!(fetch_index, m)?)?;
+    m.add_function(wrap_pyfunction!(default_tag, m)?)?;
+    m.add_function(wrap_pyfunction!(ensure_valid_tag, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_reference, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! `push`: a whole push plan in one call.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use serde_json::Value;
+
+use super::errors::to_pyerr;
+use super::ops::{parse_digest, parse_ref, to_value};
+use super::runtime::block_on;
+use super::{client_for, Client};
+use crate::digest::Digest;
+use crate::push::{self as core, BuildinfoFn, ItemStatus, LayerInfo, LayerSource, Progress, PushItem as CoreItem, PushOptions, PushPlan};
+use crate::tarball::{RelocationLists, TarballOptions};
+
+/// One image to push: its tag, its layer (a finished tarball or an install prefix to
+/// archive) and what goes into its config and manifest.
+#[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
+pub struct PushItem {
+    tag: String,
+    key: String,
+    tarball: Option<PathBuf>,
+    diff_id: Option<String>,
+    prefix: Option<PathBuf>,
+    prefixes_to_relocate: Vec<String>,
+    buildinfo: Option<Py<PyDict>>,
+    layers: Vec<String>,
+    architecture: String,
+    env: Option<Vec<String>>,
+    extra_config: Option<Py<PyDict>>,
+    fill_checksum: bool,
+    annotations: Option<Py<PyDict>>,
+}
+
+#[pymethods]
+impl PushItem {
+    #[new]
+    #[pyo3(signature = (
+        tag,
+        *,
+        key = None,
+        tarball = None,
+        diff_id = None,
+        prefix = None,
+        prefixes_to_relocate = Vec::new(),
+        buildinfo = None,
+        layers = Vec::new(),
+        architecture = "amd64".to_string(),
+        env = None,
+        extra_config = None,
+        fill_checksum = None,
+        annotations = None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        tag: String,
+        key: Option<String>,
+        tarball: Option<PathBuf>,
+        diff_id: Option<String>,
+        prefix: Option<PathBuf>,
+        prefixes_to_relocate: Vec<String>,
+        buildinfo: Option<Py<PyDict>>,
+        layers: Vec<String>,
+        architecture: String,
+        env: Option<Vec<String>>,
+        extra_config: Option<Py<PyDict>>,
+        fill_checksum: Option<bool>,
+        annotations: Option<Py<PyDict>>,
+    ) -> PyResult<Self> {
+        if tarball.is_some() && prefix.is_some() {
+            return Err(PyValueError::new_err(format!("{tag}: give either tarball= or prefix=, not both")));
+        }
+        if !crate::reference::is_valid_tag(&tag) {
+            return Err(to_pyerr(py, &crate::Error::invalid_reference(format!("invalid tag {tag:?}"))));
+        }
+        if let Some(d) = &diff_id {
+            parse_digest(py, d)?;
+        }
+        let has_layer = tarball.is_some() || prefix.is_some();
+        Ok(Self {
+            key: key.unwrap_or_else(|| tag.clone()),
+            tag,
+            tarball,
+            diff_id,
+            prefix,
+            prefixes_to_relocate,
+            buildinfo,
+            layers,
+            architecture,
+            env,
+            fill_checksum: fill_checksum.unwrap_or(has_layer && extra_config.is_some()),
+            extra_config,
+            annotations,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let layer = match (&self.tarball, &self.prefix) {
+            (Some(t), _) => format!("tarball={t:?}"),
+            (_, Some(p)) => format!("prefix={p:?}"),
+            _ => "no layer".into(),
+        };
+        format!("PushItem({:?}, key={:?}, {layer})", self.tag, self.key)
+    }
+}
+
+/// The outcome of one item.
+#[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
+pub struct PushResult {
+    key: String,
+    tag: String,
+    /// "pushed", "skipped" or "failed".
+    status: String,
+    manifest_digest: Option<String>,
+    manifest_size: Option<u64>,
+    digest: Option<String>,
+    diff_id: Option<String>,
+    size: Option<u64>,
+    uploaded: bool,
+    relocate_binaries: Option<Vec<String>>,
+    relocate_links: Option<Vec<String>>,
+    relocate_textfiles: Option<Vec<String>>,
+    error: Option<Py<PyAny>>,
+    seconds: f64,
+}
+
+#[pymethods]
+impl PushResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "PushResult(tag={:?}, status={:?}, manifest_digest={:?}, digest={:?})",
+            self.tag, self.status, self.manifest_digest, self.digest
+        )
+    }
+}
+
+fn dict_to_map(py: Python<'_>, d: Option<&Py<PyDict>>) -> PyResult<Option<serde_json::Map<String, Value>>> {
+    d.map(|d| match to_value(py, d.bind(py).as_any())? {
+        Value::Object(m) => Ok(m),
+        _ => Err(PyValueError::new_err("expected a dict")),
+    })
+    .transpose()
+}
+
+/// A buildinfo serializer: calls `dump(dict(buildinfo) | relocation lists)` with the GIL.
+pub(crate) fn buildinfo_fn(buildinfo: Option<Py<PyDict>>, dump: Option<Py<PyAny>>) -> BuildinfoFn {
+    Arc::new(move |lists: &RelocationLists| {
+        Python::attach(|py| -> PyResult<Vec<u8>> {
+            let d = match &buildinfo {
+                Some(b) => b.bind(py).copy()?,
+                None => PyDict::new(py),
+            };
+            d.set_item("relocate_binaries", PyList::new(py, &lists.relocate_binaries)?)?;
+            d.set_item("relocate_links", PyList::new(py, &lists.relocate_links)?)?;
+            d.set_item("relocate_textfiles", PyList::new(py, &lists.relocate_textfiles)?)?;
+            let out = match &dump {
+                Some(f) => f.bind(py).call1((d,))?,
+                None => py.import("json")?.call_method1("dumps", (d,))?.call_method1("encode", ("utf-8",))?,
+            };
+            if let Ok(b) = out.cast::<PyBytes>() {
+                Ok(b.as_bytes().to_vec())
+            } else {
+                let s: String = out.extract()?;
+                Ok(s.into_bytes())
+            }
+        })
+        .map_err(|e| crate::Error::invalid_input(format!("serializing buildinfo: {e}")))
+    })
+}
+
+fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
+    Arc::new(move |p: Progress| {
+        Python::attach(|py| {
+            let d = PyDict::new(py);
+            let event = match &p {
+                Progress::Planned { total, to_push } => {
+                    let _ = d.set_item("total", total);
+                    let _ = d.set_item("to_push", to_push);
+                    "planned"
+                }
+                Progress::LayerDone { key, tag, digest, size, seconds } => {
+                    let _ = (d.set_item("key", key), d.set_item("tag", tag));
+                    let _ = (d.set_item("digest", digest.to_string()), d.set_item("size", size));
+                    let _ = d.set_item("seconds", seconds);
+                    "layer_done"
+                }
+                Progress::LayerFailed { key, tag, error } => {
+                    let _ = (d.set_item("key", key), d.set_item("tag", tag), d.set_item("error", error));
+                    "layer_failed"
+                }
+                Progress::ManifestDone { key, tag, digest } => {
+                    let _ = (d.set_item("key", key), d.set_item("tag", tag));
+                    let _ = d.set_item("digest", digest.to_string());
+                    "manifest_done"
+                }
+                Progress::ManifestFailed { key, tag, error } => {
+                    let _ = (d.set_item("key", key), d.set_item("tag", tag), d.set_item("error", error));
+                    "manifest_failed"
+                }
+            };
+            if let Err(e) = cb.bind(py).call1((event, d)) {
+                // A broken callback must not break the push; report it once per event.
+                e.print(py);
+            }
+        });
+    })
+}
+
+/// Push a whole plan; one result per item, in order.
+#[pyfunction]
+#[pyo3(signature = (
+    target,
+    items,
+    *,
+    base_image = None,
+    force = false,
+    jobs = None,
+    known_layers = None,
+    buildinfo_dump = None,
+    progress = None,
+    stream_layers = true,
+    tmpdir = None,
+    client = None,
+))]
+#[allow(clippy::too_many_arguments)]
+fn push(
+    py: Python<'_>,
+    target: &str,
+    items: Vec<Py<PushItem>>,
+    base_image: Option<&str>,
+    force: bool,
+    jobs: Option<usize>,
+    known_layers: Option<HashMap<String, (String, String, u64)>>,
+    buildinfo_dump: Option<Py<PyAny>>,
+    progress: Option<Py<PyAny>>,
+    stream_layers: bool,
+    tmpdir: Option<PathBuf>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Vec<PushResult>> {
+    let target = parse_ref(py, target)?;
+    let base_image = base_image.map(|b| parse_ref(py, b)).transpose()?;
+    let mut core_items = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::new();
+    for it in &items {
+        let it = it.get();
+        if !seen.insert(it.key.clone()) {
+            return Err(to_pyerr(py, &crate::Error::invalid_input(format!("duplicate item key {:?}", it.key))));
+        }
+        let layer = if let Some(t) = &it.tarball {
+            Some(LayerSource::Tarball {
+                path: t.clone(),
+                diff_id: it.diff_id.as_deref().map(|d| parse_digest(py, d)).transpose()?,
+            })
+        } else {
+            it.prefix.as_ref().map(|p| LayerSource::Prefix {
+                path: p.clone(),
+                options: TarballOptions { prefixes_to_relocate: it.prefixes_to_relocate.clone(), ..TarballOptions::default() },
+                buildinfo: buildinfo_fn(it.buildinfo.as_ref().map(|b| b.clone_ref(py)), buildinfo_dump.as_ref().map(|f| f.clone_ref(py))),
+            })
+        };
+        core_items.push(CoreItem {
+            key: it.key.clone(),
+            tag: it.tag.clone(),
+            layer,
+            layers: it.layers.clone(),
+            architecture: it.architecture.clone(),
+            env: it.env.clone(),
+            extra_config: dict_to_map(py, it.extra_config.as_ref())?,
+            fill_checksum: it.fill_checksum,
+            annotations: dict_to_map(py, it.annotations.as_ref())?,
+        });
+    }
+    let mut known = HashMap::new();
+    for (k, (digest, diff_id, size)) in known_layers.unwrap_or_default() {
+        known.insert(k, LayerInfo { digest: parse_digest(py, &digest)?, diff_id: parse_digest(py, &diff_id)?, size });
+    }
+    let mut options = PushOptions { force, stream_layers, tmpdir, ..PushOptions::default() };
+    if let Some(j) = jobs {
+        options.jobs = j.max(1);
+    }
+    let plan = PushPlan {
+        target,
+        base_image,
+        items: core_items,
+        known_layers: known,
+        options,
+        progress: progress.map(progress_fn),
+    };
+    let c = client_for(py, client)?;
+    let results = block_on(py, async move { core::push(&c, plan).await })?;
+    Ok(results
+        .into_iter()
+        .map(|r| PushResult {
+            status: r.status.as_str().to_string(),
+            manifest_digest: r.manifest_digest.as_ref().map(Digest::to_string),
+            manifest_size: r.manifest_size,
+            digest: r.layer.as_ref().map(|l| l.digest.to_string()),
+            diff_id: r.layer.as_ref().map(|l| l.diff_id.to_string()),
+            size: r.layer.as_ref().map(|l| l.size),
+            uploaded: r.layer_uploaded,
+            relocate_binaries: r.relocation.as_ref().map(|l| l.relocate_binaries.clone()),
+            relocate_links: r.relocation.as_ref().map(|l| l.relocate_links.clone()),
+            relocate_textfiles: r.relocation.as_ref().map(|l| l.relocate_textfiles.clone()),
+            error: r.error.as_ref().map(|e| to_pyerr(py, e).into_value(py).into_any()),
+            seconds: r.layer_seconds,
+            key: r.key,
+            tag: r.tag,
+        })
+        .inspect(|r| debug_assert!(r.status != ItemStatus::Failed.as_str() || r.error.is_some()))
+        .collect())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PushItem>()?;
+    m.add_class::<PushResult>()?;
+    m.add_function(wrap_pyfunction!(push, m)?)?;
+    Ok(())
+}

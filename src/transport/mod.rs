@@ -1,0 +1,657 @@
+//! The HTTP layer: one reqwest client (rustls, HTTP/1.1 keep-alive and HTTP/2), a per-registry
+//! concurrency limit, authentication (anonymous, Basic, bearer tokens cached per scope) and
+//! retries with backoff. Registry operations (`crate::registry`) build on [`Client::send`].
+
+pub mod auth;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, ErrorKind, RegistryCode, Result};
+use crate::reference::Scheme;
+use auth::{AuthCache, Challenge, CredentialProvider, HostAuth, Scope, StaticCredentials};
+use retry::{is_retryable_status, parse_retry_after, RetryPolicy};
+
+/// Spack's default `config:connect_timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the next bytes of a response before the request counts as stalled.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests in flight per registry host.
+pub const DEFAULT_MAX_CONCURRENCY_PER_REGISTRY: usize = 32;
+/// Error bodies are read up to this size (go-containerregistry uses the same cap).
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Token responses larger than this are refused.
+pub const MAX_TOKEN_BODY: usize = 1024 * 1024;
+
+/// Everything that configures a [`Client`]; defaults in one place.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Extra CA certificates (PEM files, or directories of them), trusted besides the system
+    /// roots (Spack's `config:ssl_certs`).
+    pub ca_certs: Vec<PathBuf>,
+    /// `false` disables TLS verification (Spack's `config:verify_ssl: false`).
+    pub verify_tls: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub max_concurrency_per_registry: usize,
+    pub user_agent: String,
+    pub credentials: Arc<dyn CredentialProvider>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            ca_certs: Vec::new(),
+            verify_tls: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            retry: RetryPolicy::default(),
+            max_concurrency_per_registry: DEFAULT_MAX_CONCURRENCY_PER_REGISTRY,
+            user_agent: format!("spack-oci-rs/{}", env!("CARGO_PKG_VERSION")),
+            credentials: Arc::new(StaticCredentials::new()),
+        }
+    }
+}
+
+/// A request body that can be sent again on retry.
+#[derive(Clone, Debug)]
+pub enum Body {
+    Empty,
+    Bytes(Bytes),
+    /// A whole file, reopened for every attempt.
+    File { path: PathBuf, len: u64 },
+}
+
+/// One request to a registry.
+pub struct Request {
+    pub method: Method,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// Registry host (`host[:port]`) the request is for: selects credentials and tokens.
+    pub host: String,
+    pub scheme: Scheme,
+    /// What the token must allow.
+    pub scopes: Vec<Scope>,
+    /// For messages: "fetching manifest 127.0.0.1:5000/repo:tag".
+    pub what: String,
+}
+
+impl Request {
+    pub fn new(method: Method, url: impl Into<String>, what: impl Into<String>) -> Self {
+        Self {
+            method,
+            url: url.into(),
+            headers: HeaderMap::new(),
+            body: Body::Empty,
+            host: String::new(),
+            scheme: Scheme::Https,
+            scopes: Vec::new(),
+            what: what.into(),
+        }
+    }
+
+    #[must_use]
+    pub fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn body(mut self, body: Body) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+/// A response, holding its registry's concurrency permit until dropped.
+pub struct Response {
+    pub inner: reqwest::Response,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Response {
+    pub fn status(&self) -> StatusCode {
+        self.inner.status()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Read the whole body, refusing more than `limit` bytes.
+    pub async fn bytes_limited(mut self, limit: usize, what: &str) -> Result<Bytes> {
+        if let Some(len) = self.inner.content_length() {
+            if len > limit as u64 {
+                return Err(Error::invalid_response(format!(
+                    "{what}: response of {len} bytes exceeds the limit of {limit} bytes"
+                )));
+            }
+        }
+        let mut buf = Vec::new();
+        while let Some(chunk) = self.inner.chunk().await.map_err(|e| transport_error(what, &e))? {
+            if buf.len() + chunk.len() > limit {
+                return Err(Error::invalid_response(format!(
+                    "{what}: response exceeds the limit of {limit} bytes"
+                )));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.into())
+    }
+}
+
+/// A cloneable handle to one connection pool, token cache and set of limits.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    opts: ClientOptions,
+    auth: AuthCache,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another library may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+fn load_ca_certs(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>> {
+    let mut certs = Vec::new();
+    for path in paths {
+        let files: Vec<PathBuf> = if path.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::io("reading CA directory", path, &e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let pem = std::fs::read(&file).map_err(|e| Error::io("reading CA file", &file, &e))?;
+            match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(c) if !c.is_empty() => certs.extend(c),
+                // Directories (OpenSSL capath) may hold other files; a named file must parse.
+                _ if path.is_dir() => {}
+                _ => {
+                    return Err(Error::invalid_input(format!(
+                        "CA file {} holds no PEM certificate",
+                        file.display()
+                    )))
+                }
+            }
+        }
+    }
+    Ok(certs)
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Result<Self> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(opts.user_agent.clone())
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_adaptive_window(true)
+            .tls_backend_rustls();
+        let certs = load_ca_certs(&opts.ca_certs)?;
+        if !certs.is_empty() {
+            builder = builder.tls_certs_merge(certs);
+        }
+        if !opts.verify_tls {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::invalid_input(format!("cannot create HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                opts,
+                auth: AuthCache::default(),
+                limits: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// The underlying reqwest client, for requests outside a registry (token realms).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    fn semaphore(&self, host: &str) -> Arc<Semaphore> {
+        let mut limits = self.inner.limits.lock().expect("limits lock");
+        limits
+            .entry(host.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.inner.opts.max_concurrency_per_registry.max(1)))
+            })
+            .clone()
+    }
+
+    /// Send a request with authentication and retries. Returns the response for any status
+    /// the caller must judge (2xx, 3xx, and 4xx other than 401); retryable failures are
+    /// retried and, when attempts run out, returned as errors.
+    pub async fn send(&self, req: &Request) -> Result<Response> {
+        let policy = &self.inner.opts.retry;
+        let start = Instant::now();
+        let mut attempt = 1;
+        loop {
+            let err = match self.send_authenticated(req).await {
+                Ok(resp) if is_retryable_status(resp.status().as_u16()) => {
+                    error_from_response(resp, &req.what).await
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            };
+            match policy.delay(attempt, start.elapsed(), &err) {
+                Some(delay) => {
+                    tracing::debug!(what = %req.what, attempt, ?delay, error = %err, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                None if attempt > 1 && err.is_retryable() => {
+                    return Err(err.context(format!("after {attempt} attempts")));
+                }
+                None => return Err(err),
+            }
+        }
+    }
+
+    /// One attempt, plus at most one re-authentication after a 401.
+    async fn send_authenticated(&self, req: &Request) -> Result<Response> {
+        let header = self.auth_header(req, false).await?;
+        let resp = self.send_once(req, header.as_deref()).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenges: Vec<Challenge> = resp
+            .inner
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(auth::parse_www_authenticate)
+            .collect();
+        drop(resp);
+        self.learn_challenge(req, &challenges)?;
+        if let Some(h) = &header {
+            self.inner.auth.invalidate(&req.host, &req.scopes, h);
+        }
+        let header2 = self.auth_header(req, true).await?;
+        if header2.is_none() {
+            return Err(self.login_error(req, "the registry requires authentication"));
+        }
+        let resp = self.send_once(req, header2.as_deref()).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.login_error(req, "the registry rejected the credentials"));
+        }
+        Ok(resp)
+    }
+
+    fn login_error(&self, req: &Request, why: &str) -> Error {
+        let creds = self.inner.opts.credentials.credentials(&req.host);
+        let hint = if creds.is_some() {
+            format!(
+                "check the username and password configured for {} ({})",
+                req.host,
+                self.inner.opts.credentials.describe(&req.host)
+            )
+        } else {
+            format!(
+                "no credentials are configured for {}; set them with `spack mirror set \
+                 --oci-username-variable VAR --oci-password-variable VAR <mirror>`",
+                req.host
+            )
+        };
+        let scope = req.scopes.iter().map(Scope::as_param).collect::<Vec<_>>().join(" ");
+        Error::http(
+            ErrorKind::Authentication,
+            format!("{}: failed to log in to {} (scope {scope}): {why}; {hint}", req.what, req.host),
+            401,
+            Vec::new(),
+        )
+    }
+
+    fn learn_challenge(&self, req: &Request, challenges: &[Challenge]) -> Result<()> {
+        if let Some(b) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let realm = b.param("realm").ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Authentication,
+                    format!("{}: bearer challenge from {} has no realm", req.what, req.host),
+                )
+            })?;
+            self.inner.auth.set_host_auth(
+                &req.host,
+                HostAuth::Bearer {
+                    realm: realm.to_string(),
+                    service: b.param("service").map(str::to_string),
+                },
+            );
+            Ok(())
+        } else if challenges.iter().any(|c| c.scheme == "basic") {
+            self.inner.auth.set_host_auth(&req.host, HostAuth::Basic);
+            Ok(())
+        } else {
+            let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+            Err(Error::http(
+                ErrorKind::Authentication,
+                format!(
+                    "{}: {} asks for an authentication method we cannot use ({})",
+                    req.what,
+                    req.host,
+                    if schemes.is_empty() { "none given".to_string() } else { schemes.join(", ") }
+                ),
+                401,
+                Vec::new(),
+            ))
+        }
+    }
+
+    /// The `Authorization` header for a request, fetching a token when the registry is known
+    /// to use bearer tokens and none is cached for these scopes.
+    async fn auth_header(&self, req: &Request, after_challenge: bool) -> Result<Option<String>> {
+        let creds = self.inner.opts.credentials.credentials(&req.host);
+        match self.inner.auth.host_auth(&req.host) {
+            None => Ok(None),
+            Some(HostAuth::Basic) => Ok(creds.map(|c| c.basic_header())),
+            Some(HostAuth::Bearer { realm, service }) => {
+                if let Some(t) = self.inner.auth.token(&req.host, &req.scopes) {
+                    return Ok(Some(t));
+                }
+                let lock = self.inner.auth.lock_for(&req.host, &req.scopes);
+                let _guard = lock.lock().await;
+                // Another task may have fetched it while we waited.
+                if let Some(t) = self.inner.auth.token(&req.host, &req.scopes) {
+                    return Ok(Some(t));
+                }
+                let _ = after_challenge;
+                let (header, lifetime) =
+                    self.fetch_token(req, &realm, service.as_deref(), creds.as_ref()).await?;
+                self.inner.auth.store_token(&req.host, &req.scopes, header.clone(), lifetime);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        req: &Request,
+        realm: &str,
+        service: Option<&str>,
+        creds: Option<&auth::Credentials>,
+    ) -> Result<(String, Duration)> {
+        let mut url = url::Url::parse(realm).map_err(|e| {
+            Error::new(
+                ErrorKind::Authentication,
+                format!("{}: invalid token realm {realm:?} from {}: {e}", req.what, req.host),
+            )
+        })?;
+        let realm_is_loopback = url.host_str().is_some_and(|h| {
+            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if url.scheme() != "https" && !(req.scheme == Scheme::Http && realm_is_loopback) {
+            return Err(Error::new(
+                ErrorKind::Authentication,
+                format!(
+                    "{}: refusing to log in to {} over insecure realm {realm}",
+                    req.what, req.host
+                ),
+            ));
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for scope in &req.scopes {
+                q.append_pair("scope", &scope.as_param());
+            }
+            q.append_pair("client_id", "spack");
+        }
+        let mut rb = self.inner.http.get(url.clone());
+        if let Some(c) = creds {
+            rb = rb.header(AUTHORIZATION, c.basic_header());
+        }
+        let what = format!("{}: requesting a token from {}", req.what, url.origin().ascii_serialization());
+        let resp = rb.send().await.map_err(|e| transport_error(&what, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let kind = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                ErrorKind::Authentication
+            } else {
+                ErrorKind::Registry
+            };
+            let hint = if creds.is_some() {
+                "check the configured username and password"
+            } else {
+                "no credentials are configured for this registry"
+            };
+            return Err(Error::http(
+                kind,
+                format!("{what}: token server answered {status}; {hint}"),
+                status.as_u16(),
+                Vec::new(),
+            )
+            .with_retryable(is_retryable_status(status.as_u16())));
+        }
+        let body = read_limited(resp, MAX_TOKEN_BODY, &what).await?;
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            Error::invalid_response(format!("{what}: token response is not JSON: {e}"))
+        })?;
+        let token = json
+            .get("token")
+            .or_else(|| json.get("access_token"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Authentication,
+                    format!("{what}: token response has no `token` or `access_token`"),
+                )
+            })?;
+        let lifetime = json
+            .get("expires_in")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(auth::DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        Ok((format!("Bearer {token}"), lifetime))
+    }
+
+    /// One attempt (with re-authentication), no retries: for requests that must not be
+    /// repeated as they are, such as the PUT closing an upload session.
+    pub async fn send_no_retry(&self, req: &Request) -> Result<Response> {
+        self.send_authenticated(req).await
+    }
+
+    /// One attempt with a streaming body that cannot be replayed. The token for the
+    /// request's scopes must already be known (an earlier request of the same upload got it).
+    pub async fn send_stream(&self, req: &Request, body: reqwest::Body) -> Result<Response> {
+        let header = self.auth_header(req, false).await?;
+        let resp = self.send_once_with(req, header.as_deref(), Some(body)).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.login_error(req, "the registry rejected the credentials"));
+        }
+        Ok(resp)
+    }
+
+    async fn send_once(&self, req: &Request, auth: Option<&str>) -> Result<Response> {
+        self.send_once_with(req, auth, None).await
+    }
+
+    async fn send_once_with(
+        &self,
+        req: &Request,
+        auth: Option<&str>,
+        stream: Option<reqwest::Body>,
+    ) -> Result<Response> {
+        let permit = self
+            .semaphore(&req.host)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::cancelled())?;
+        let mut rb = self.inner.http.request(req.method.clone(), &req.url).headers(req.headers.clone());
+        if let Some(a) = auth {
+            rb = rb.header(AUTHORIZATION, a);
+        }
+        rb = match (&req.body, stream) {
+            (_, Some(body)) => rb.body(body),
+            (Body::Empty, None) => {
+                if req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH {
+                    rb.header(CONTENT_LENGTH, "0")
+                } else {
+                    rb
+                }
+            }
+            (Body::Bytes(b), None) => rb.header(CONTENT_LENGTH, b.len().to_string()).body(b.clone()),
+            (Body::File { path, len }, None) => {
+                let f = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| Error::io("opening", path, &e))?;
+                let stream = tokio_util_stream(f);
+                rb.header(CONTENT_LENGTH, len.to_string()).body(reqwest::Body::wrap_stream(stream))
+            }
+        };
+        let resp = rb.send().await.map_err(|e| transport_error(&req.what, &e))?;
+        tracing::debug!(method = %req.method, url = %req.url, status = resp.status().as_u16(), "request");
+        Ok(Response { inner: resp, _permit: permit })
+    }
+}
+
+/// A file as a stream of byte chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold((file, vec![0u8; 256 * 1024]), |(mut f, mut buf)| async move {
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                let chunk = Bytes::copy_from_slice(&buf[..n]);
+                Some((Ok(chunk), (f, buf)))
+            }
+            Err(e) => Some((Err(e), (f, buf))),
+        }
+    })
+}
+
+async fn read_limited(mut resp: reqwest::Response, limit: usize, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(what, &e))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(Error::invalid_response(format!("{what}: response exceeds {limit} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// A reqwest error as a transport error (retryable unless it is a builder error).
+pub fn transport_error(what: &str, err: &reqwest::Error) -> Error {
+    let mut msg = format!("{what}: ");
+    if err.is_timeout() {
+        msg.push_str("timed out");
+    } else if err.is_connect() {
+        msg.push_str("cannot connect");
+    } else {
+        msg.push_str("request failed");
+    }
+    // The error chain holds the useful part (connection refused, certificate problems, …).
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    let mut seen = Vec::<String>::new();
+    while let Some(s) = source {
+        let text = s.to_string();
+        // reqwest's own text repeats the URL; keep the causes.
+        if !seen.iter().any(|t| t.contains(&text)) && !text.starts_with("error sending request") {
+            seen.push(text);
+        }
+        source = s.source();
+    }
+    if !seen.is_empty() {
+        msg.push_str(": ");
+        msg.push_str(&seen.join(": "));
+    }
+    let tls = seen.iter().any(|t| t.contains("certificate") || t.contains("UnknownIssuer"));
+    if tls {
+        msg.push_str(" (is the registry's CA trusted? add it with `spack config add config:ssl_certs:<path>`)");
+    }
+    Error::new(ErrorKind::Transport, msg).with_retryable(!err.is_builder() && !tls)
+}
+
+/// Parse the registry's `{"errors":[{"code","message"}]}` body, if it is one.
+pub fn parse_error_codes(body: &[u8]) -> Vec<RegistryCode> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    serde_json::from_slice::<Body>(body)
+        .map(|b| {
+            b.errors
+                .into_iter()
+                .map(|i| RegistryCode {
+                    code: i.code.unwrap_or_default(),
+                    message: i.message.unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Turn a non-success response into an error: reads at most [`MAX_ERROR_BODY`] bytes of the
+/// body, keeps the registry's error codes, classifies the status.
+pub async fn error_from_response(resp: Response, what: &str) -> Error {
+    let status = resp.status();
+    let retry_after = resp.header("retry-after").and_then(parse_retry_after);
+    let content_type = resp.header("content-type").unwrap_or("").to_string();
+    let mut inner = resp.inner;
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = inner.chunk().await {
+        let room = MAX_ERROR_BODY - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let codes = parse_error_codes(&body);
+    let kind = match status.as_u16() {
+        404 => ErrorKind::NotFound,
+        401 | 403 => ErrorKind::Authentication,
+        _ => ErrorKind::Registry,
+    };
+    let mut msg = format!("{what}: HTTP {status}");
+    if codes.is_empty() && content_type.starts_with("text/html") {
+        msg.push_str(" (an HTML page instead of a registry reply: a proxy or login portal?)");
+    }
+    Error::http(kind, msg, status.as_u16(), codes)
+        .with_retryable(is_retryable_status(status.as_u16()))
+        .with_retry_after(retry_after)
+}
