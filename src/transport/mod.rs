@@ -595,11 +595,16 @@ pub fn transport_error(what: &str, err: &reqwest::Error) -> Error {
         msg.push_str(": ");
         msg.push_str(&seen.join(": "));
     }
-    let tls = seen.iter().any(|t| t.contains("certificate") || t.contains("UnknownIssuer"));
-    if tls {
-        msg.push_str(" (is the registry's CA trusted? add it with `spack config add config:ssl_certs:<path>`)");
+    let cert = seen.iter().any(|t| t.contains("certificate") || t.contains("UnknownIssuer"));
+    let not_tls = seen.iter().any(|t| t.contains("InvalidContentType") || t.contains("corrupt message"));
+    if cert {
+        msg.push_str(
+            " (is the registry's CA trusted? add it with `spack config add config:ssl_certs:<path>`)",
+        );
+    } else if not_tls {
+        msg.push_str(" (the server does not speak TLS: for a plain-HTTP registry use oci+http://)");
     }
-    Error::new(ErrorKind::Transport, msg).with_retryable(!err.is_builder() && !tls)
+    Error::new(ErrorKind::Transport, msg).with_retryable(!err.is_builder() && !cert && !not_tls)
 }
 
 /// Parse the registry's `{"errors":[{"code","message"}]}` body, if it is one.
