@@ -143,9 +143,14 @@ pub async fn upload_index(client: &Client, reference: &Reference, index_json: By
     Ok(digest)
 }
 
-/// Fetch the current index: its layer digest and bytes (Spack's `OCIIndexHandler`). `None`
-/// when the repository has no `index.spack`.
-pub async fn fetch_index(client: &Client, reference: &Reference) -> Result<Option<(Digest, Bytes)>> {
+/// Fetch the current index: its layer digest and bytes (Spack's `OCIIndexFetcher`). `None`
+/// when the repository has no `index.spack`; no bytes when the digest equals `known` (the
+/// index the caller has cached is fresh).
+pub async fn fetch_index(
+    client: &Client,
+    reference: &Reference,
+    known: Option<&Digest>,
+) -> Result<Option<(Digest, Option<Bytes>)>> {
     let target = reference.with_tag(INDEX_TAG);
     let manifest = match client.get_manifest(&target).await {
         Ok(m) => m,
@@ -155,6 +160,9 @@ pub async fn fetch_index(client: &Client, reference: &Reference) -> Result<Optio
     let layer = manifest.layers()?.into_iter().next().ok_or_else(|| {
         crate::Error::invalid_response(format!("{target}: index manifest has no layers"))
     })?;
+    if known == Some(&layer.digest) {
+        return Ok(Some((layer.digest, None)));
+    }
     let bytes = client.fetch_blob_bytes(&target, &layer.digest, 1 << 30).await?;
-    Ok(Some((layer.digest, bytes)))
+    Ok(Some((layer.digest, Some(bytes))))
 }

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod index;
 pub mod media_types;
+pub mod prefetch;
 pub mod push;
 pub mod reference;
 pub mod registry;

@@ -211,9 +211,12 @@ fn push_plan_index_and_errors() {
         assert_eq!(idx.spec_tags, 2);
         assert_eq!(idx.configs.len(), 2);
         let d = spack_oci_rs::index::upload_index(&c, &target, Bytes::from_static(b"{\"database\":{}}")).await.unwrap();
-        let (layer, bytes) = spack_oci_rs::index::fetch_index(&c, &target).await.unwrap().unwrap();
+        let (layer, bytes) = spack_oci_rs::index::fetch_index(&c, &target, None).await.unwrap().unwrap();
+        let bytes = bytes.unwrap();
         assert_eq!(bytes.as_ref(), b"{\"database\":{}}");
         assert_eq!(layer, Digest::of_bytes(&bytes));
+        let fresh = spack_oci_rs::index::fetch_index(&c, &target, Some(&layer)).await.unwrap().unwrap();
+        assert_eq!(fresh, (layer.clone(), None));
         let m = c.get_manifest(&target.with_tag("index.spack")).await.unwrap();
         assert_eq!(m.digest, d);
         // index.spack is not a spec tag.

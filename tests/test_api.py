@@ -221,6 +221,7 @@ def test_push_tarballs_index_and_skopeo(
     oci.upload_index(ref, index_json)
     fetched = oci.fetch_index(ref)
     assert fetched is not None and fetched == (sha(index_json), index_json)
+    assert oci.fetch_index(ref, known=sha(index_json)) == (sha(index_json), None)
     m, c = oci.get_manifest_and_config(f"{ref}:index.spack")
     assert c == {} and m["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
     assert oci.build_index(ref).spec_tags == 2

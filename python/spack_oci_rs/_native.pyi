@@ -197,9 +197,46 @@ def upload_index(ref: str, index: bytes | _Path, *, client: Client | None = None
     """Upload an ``index.json`` (bytes or a file) as Spack does: the index blob, a ``{}``
     config blob and an OCI manifest tagged ``index.spack``. Returns the manifest digest."""
 
-def fetch_index(ref: str, *, client: Client | None = None) -> tuple[str, bytes] | None:
+def fetch_index(
+    ref: str, *, known: str | None = None, client: Client | None = None
+) -> tuple[str, bytes | None] | None:
     """The ``index.spack`` of the repository of ``ref``: ``(layer digest, index bytes)``,
-    verified; None when the repository has no index."""
+    verified; None when the repository has no index.
+
+    Args:
+        known: the digest of the index the caller has cached; when it is still current the
+            bytes are not downloaded and come back as None.
+    """
+
+@final
+class PrefetchResult:
+    """The outcome of prefetching one image with :func:`prefetch_images`."""
+
+    @property
+    def ref(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def config_digest(self) -> str | None: ...
+    @property
+    def layer_digest(self) -> str | None: ...
+    @property
+    def downloaded(self) -> int:
+        """Blobs downloaded by this call (0 when both were present)."""
+    @property
+    def error(self) -> BaseException | None: ...
+
+def prefetch_images(
+    refs: Sequence[str],
+    root: _Path,
+    *,
+    concurrency: int = 16,
+    client: Client | None = None,
+) -> list[PrefetchResult]:
+    """For each image: fetch its manifest, then its config and its last layer into
+    ``root/blobs/sha256/<hex>`` (Spack's download-cache layout for OCI blobs), verified,
+    skipping blobs already there. Images are fetched ``concurrency`` at a time; one result
+    per reference, in order."""
 
 def default_tag(name: str, version: str, dag_hash: str) -> str:
     """Spack's default tag ``<name>-<version>-<hash>.spack``, sanitized and at most 128

@@ -312,14 +312,78 @@ fn upload_index(py: Python<'_>, r#ref: &str, index: &Bound<'_, PyAny>, client: O
         .into_py_result(py)
 }
 
-/// The current `index.spack`: (layer digest, bytes), or None when there is none.
+/// The current `index.spack`: (layer digest, bytes), or None when there is none. With
+/// `known` equal to the current layer digest the bytes are not fetched (None).
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, client = None))]
-fn fetch_index(py: Python<'_>, r#ref: &str, client: Option<&Bound<'_, Client>>) -> PyResult<Option<(String, Py<PyBytes>)>> {
+#[pyo3(signature = (r#ref, *, known = None, client = None))]
+fn fetch_index(
+    py: Python<'_>,
+    r#ref: &str,
+    known: Option<&str>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Option<(String, Option<Py<PyBytes>>)>> {
     let reference = parse_ref(py, r#ref)?;
+    let known = known.map(|k| parse_digest(py, k)).transpose()?;
     let c = client_for(py, client)?;
-    let out = block_on(py, async move { crate::index::fetch_index(&c, &reference).await })?.into_py_result(py)?;
-    Ok(out.map(|(d, b)| (d.to_string(), PyBytes::new(py, &b).unbind())))
+    let out = block_on(py, async move { crate::index::fetch_index(&c, &reference, known.as_ref()).await })?
+        .into_py_result(py)?;
+    Ok(out.map(|(d, b)| (d.to_string(), b.map(|b| PyBytes::new(py, &b).unbind()))))
+}
+
+/// The outcome of prefetching one image.
+#[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
+pub struct PrefetchResult {
+    r#ref: String,
+    ok: bool,
+    config_digest: Option<String>,
+    layer_digest: Option<String>,
+    downloaded: usize,
+    error: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl PrefetchResult {
+    fn __repr__(&self) -> String {
+        format!("PrefetchResult(ref={:?}, ok={}, downloaded={})", self.r#ref, self.ok, self.downloaded)
+    }
+}
+
+/// For each image: fetch its manifest, then its config and last layer into
+/// `root/blobs/sha256/<hex>` (skipping blobs already there), all concurrently.
+#[pyfunction]
+#[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
+fn prefetch_images(
+    py: Python<'_>,
+    refs: Vec<String>,
+    root: PathBuf,
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Vec<PrefetchResult>> {
+    let parsed: Vec<Reference> = refs.iter().map(|r| parse_ref(py, r)).collect::<PyResult<_>>()?;
+    let c = client_for(py, client)?;
+    let results = block_on(py, async { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await })?;
+    Ok(results
+        .into_iter()
+        .zip(refs)
+        .map(|(r, rf)| match r {
+            Ok(p) => PrefetchResult {
+                r#ref: rf,
+                ok: true,
+                config_digest: Some(p.config.to_string()),
+                layer_digest: Some(p.layer.to_string()),
+                downloaded: p.downloaded,
+                error: None,
+            },
+            Err(e) => PrefetchResult {
+                r#ref: rf,
+                ok: false,
+                config_digest: None,
+                layer_digest: None,
+                downloaded: 0,
+                error: Some(to_pyerr(py, &e).into_value(py).into_any()),
+            },
+        })
+        .collect())
 }
 
 /// Spack's default tag `<name>-<version>-<hash>.spack`, sanitized and shortened.
@@ -350,6 +414,8 @@ fn parse_reference<'py>(py: Python<'py>, r#ref: &str) -> PyResult<Bound<'py, PyD
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FetchResult>()?;
     m.add_class::<IndexConfigs>()?;
+    m.add_class::<PrefetchResult>()?;
+    m.add_function(wrap_pyfunction!(prefetch_images, m)?)?;
     m.add_function(wrap_pyfunction!(list_tags, m)?)?;
     m.add_function(wrap_pyfunction!(blob_exists, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_blob, m)?)?;

@@ -1,0 +1,378 @@
+"""The adapter between Spack and the engine.
+
+Spack's patched code calls into this module when ``config:oci_backend`` is ``rust`` (see
+``spack_patch/``). Spack keeps its spec logic (tags, spec dicts, environment modifications,
+the index database, buildinfo YAML); the engine does transfers, auth, tarballs, digests,
+concurrency and retries, with one engine call per command.
+
+Importing this module imports Spack: it is only meant to be imported from within Spack.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import spack.binary_distribution as bindist
+import spack.config
+import spack.hash_types as ht
+import spack.llnl.util.tty as tty
+import spack.oci.image
+import spack.oci.oci
+import spack.oci.opener
+import spack.spec
+import spack.user_environment
+import spack.util.spack_yaml as syaml
+from spack import traverse
+
+import spack_oci_rs as engine
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import spack.mirrors.mirror
+    from spack.oci.image import ImageReference
+
+__all__ = [
+    "RustOCIIndexFetcher",
+    "RustOCIUploader",
+    "fetch_to_stage",
+    "prefetch_for_install",
+    "update_index",
+]
+
+#: Clients by their settings, so that one Spack process reuses connections and tokens.
+_CLIENTS: dict[tuple[Any, ...], engine.Client] = {}
+
+
+def ref_string(ref: ImageReference, *, tag: bool = True) -> str:
+    """A Spack ``ImageReference`` as an engine reference (``oci://`` or ``oci+http://``)."""
+    scheme = "oci+http" if ref.scheme == "http" else "oci"
+    s = f"{scheme}://{ref.domain}/{ref.name}"
+    if tag and ref.tag:
+        s += f":{ref.tag}"
+    if tag and ref.digest:
+        s += f"@{ref.digest}"
+    return s
+
+
+def client(*domains: str) -> engine.Client:
+    """An engine client with Spack's settings and the mirror credentials of ``domains``.
+
+    Credentials come from the configured mirrors exactly as Spack's own OCI opener finds
+    them (``access_pair``, in its list or ``id_variable``/``secret_variable`` form).
+    """
+    credentials: dict[str, tuple[str, str]] = {}
+    for domain in dict.fromkeys(domains):
+        pair = spack.oci.opener.credentials_from_mirrors(domain)
+        if pair is not None:
+            credentials[domain] = (pair.username, pair.password)
+    certs = bindist.web_util.custom_ssl_certs()
+    ca_certs = [certs[1]] if certs else []
+    verify = bool(spack.config.get("config:verify_ssl", True))
+    timeout = spack.config.get("config:connect_timeout", 10) or 10
+    key = (tuple(sorted(credentials.items())), tuple(ca_certs), verify, timeout)
+    found = _CLIENTS.get(key)
+    if found is None:
+        if not verify:
+            tty.warn("config:verify_ssl is false: OCI registry certificates are not verified")
+        found = engine.Client(
+            credentials=credentials,
+            ca_certs=ca_certs,
+            verify_ssl=verify,
+            connect_timeout=float(timeout),
+        )
+        _CLIENTS[key] = found
+    return found
+
+
+def _format_spec(spec: spack.spec.Spec) -> str:
+    return spec.cformat("{name}{@version}{/hash:7}")
+
+
+def _expected_layers(*specs: spack.spec.Spec) -> list[str]:
+    """DAG hashes of the layers of an image of ``specs``, bottom first (as Spack stacks
+    them in ``_oci_put_manifest``)."""
+    nodes = [
+        s
+        for s in traverse.traverse_nodes(specs, order="topo", deptype=("link", "run"), root=True)
+        if not s.external
+    ]
+    nodes.reverse()
+    return [s.dag_hash() for s in nodes]
+
+
+def _env(spec_list: Sequence[spack.spec.Spec], base_config: dict[str, Any]) -> list[str]:
+    env = bindist._oci_retrieve_env_dict_from_config(base_config)
+    spack.user_environment.environment_modifications_for_specs(*spec_list).apply_modifications(
+        env
+    )
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _extra_config(spec: spack.spec.Spec) -> dict[str, Any]:
+    """Spack's ``extra_config``: the spec dict and build-cache fields. The checksum and size
+    are placeholders the engine fills in place once the layer is built."""
+    spec_dict = spec.to_dict(hash=ht.dag_hash)
+    spec_dict["buildcache_layout_version"] = bindist.CURRENT_BUILD_CACHE_LAYOUT_VERSION
+    spec_dict["binary_cache_checksum"] = None
+    spec_dict["archive_size"] = None
+    spec_dict["archive_timestamp"] = datetime.datetime.now().astimezone().isoformat()
+    spec_dict["archive_compression"] = "gzip"
+    return spec_dict
+
+
+def _dump_buildinfo(buildinfo: dict[str, Any]) -> bytes:
+    return syaml.dump(buildinfo, default_flow_style=True).encode("utf-8")
+
+
+def _jobs() -> int:
+    try:
+        import spack.util.cpus
+
+        return max(1, spack.util.cpus.determine_number_of_jobs(parallel=True))
+    except Exception:
+        return os.cpu_count() or 1
+
+
+class RustOCIUploader(bindist.Uploader):
+    """Spack's ``OCIUploader`` on the engine: one ``push`` call for all specs."""
+
+    def __init__(
+        self,
+        mirror: spack.mirrors.mirror.Mirror,
+        force: bool,
+        update_index: bool,
+        base_image: str | None,
+    ) -> None:
+        super().__init__(mirror, force, update_index)
+        self.target_image = spack.oci.oci.image_from_mirror(mirror)
+        self.base_image = (
+            spack.oci.image.ImageReference.from_string(base_image) if base_image else None
+        )
+        self._base_configs: dict[str, dict[str, Any]] = {}
+        #: dag hash -> (digest, diff_id, size) of every layer pushed or found
+        self._layers: dict[str, tuple[str, str, int]] = {}
+
+    def _client(self) -> engine.Client:
+        domains = [self.target_image.domain]
+        if self.base_image is not None:
+            domains.append(self.base_image.domain)
+        return client(*domains)
+
+    def _base_config(self, architecture: str) -> dict[str, Any]:
+        if architecture not in self._base_configs:
+            if self.base_image is None:
+                config = spack.oci.image.default_config(architecture, "linux")
+            else:
+                _, config = engine.get_manifest_and_config(
+                    ref_string(self.base_image), architecture, client=self._client()
+                )
+            self._base_configs[architecture] = config
+        return self._base_configs[architecture]
+
+    def _run(self, items: list[engine.PushItem], progress: Any) -> list[engine.PushResult]:
+        return engine.push(
+            ref_string(self.target_image, tag=False),
+            items,
+            base_image=ref_string(self.base_image) if self.base_image else None,
+            force=self.force,
+            jobs=_jobs(),
+            known_layers=self._layers,
+            buildinfo_dump=_dump_buildinfo,
+            progress=progress,
+            tmpdir=self.tmpdir,
+            client=self._client(),
+        )
+
+    def push(
+        self, specs: list[spack.spec.Spec]
+    ) -> tuple[list[spack.spec.Spec], list[tuple[spack.spec.Spec, BaseException]]]:
+        by_hash = {s.dag_hash(): s for s in specs}
+        items = []
+        for spec in specs:
+            arch = bindist._oci_archspec_to_gooarch(spec)
+            items.append(
+                engine.PushItem(
+                    bindist._oci_default_tag(spec),
+                    key=spec.dag_hash(),
+                    prefix=spec.prefix,
+                    prefixes_to_relocate=[str(p) for p in bindist.prefixes_to_relocate(spec)],
+                    buildinfo=bindist.get_buildinfo_dict(spec),
+                    layers=_expected_layers(spec),
+                    architecture=arch,
+                    env=_env([spec], self._base_config(arch)),
+                    extra_config=_extra_config(spec),
+                    annotations={"org.opencontainers.image.description": spec.format()},
+                )
+            )
+        if not self.force:
+            tty.info("Checking for existing specs in the buildcache")
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            spec = by_hash.get(info.get("key", ""))
+            if event == "planned":
+                if info["to_push"] and info["to_push"] != info["total"]:
+                    tty.info(
+                        f"{info['to_push']} specs need to be pushed to "
+                        f"{self.target_image.domain}/{self.target_image.name}"
+                    )
+            elif event == "layer_done" and spec is not None:
+                elapsed = max(info["seconds"], 0.001)
+                tty.info(
+                    f"Pushed {_format_spec(spec)}: {info['digest']} ({elapsed:.2f}s, "
+                    f"{info['size'] / elapsed / 1024 / 1024:.2f} MB/s)"
+                )
+            elif event == "manifest_done" and spec is not None:
+                tagged = self.target_image.with_tag(info["tag"])
+                tty.info(f"Tagged {_format_spec(spec)} as {tagged}")
+
+        start = time.time()
+        results = self._run(items, progress)
+        skipped: list[spack.spec.Spec] = []
+        errors: list[tuple[spack.spec.Spec, BaseException]] = []
+        for spec, r in zip(specs, results):
+            if r.digest is not None and r.diff_id is not None and r.size is not None:
+                self._layers[r.key] = (r.digest, r.diff_id, r.size)
+            if r.status == "skipped":
+                skipped.append(spec)
+            elif r.status == "failed":
+                errors.append((spec, r.error or RuntimeError("push failed")))
+        tty.debug(f"spack_oci_rs: pushed {len(specs)} specs in {time.time() - start:.2f}s")
+        if self.update_index and len(skipped) + len(errors) < len(specs):
+            update_index(self.target_image, self.tmpdir)
+        return skipped, errors
+
+    def tag(self, tag: str, roots: list[spack.spec.Spec]) -> None:
+        tagged_image = self.target_image.with_tag(tag)
+        arch = bindist._oci_archspec_to_gooarch(roots[0])
+        item = engine.PushItem(
+            spack.oci.image.ensure_valid_tag(tag),
+            key=f"tag:{tag}",
+            layers=_expected_layers(*roots),
+            architecture=arch,
+            env=_env(roots, self._base_config(arch)),
+        )
+        (result,) = self._run([item], None)
+        if result.status == "failed":
+            raise bindist.PushToBuildCacheError(f"Failed to tag {tagged_image}: {result.error}")
+        tty.info(f"Tagged {tagged_image}")
+
+
+def update_index(image_ref: ImageReference, tmpdir: str) -> None:
+    """Spack's ``_oci_update_index``: configs fetched concurrently by the engine, the database
+    built by Spack, ``index.spack`` uploaded by the engine."""
+    ref = ref_string(image_ref, tag=False)
+    c = client(image_ref.domain)
+    gathered = engine.build_index(ref, client=c)
+    for tag, reason in gathered.skipped:
+        tty.warn(f"Skipping {tag} in the index of {image_ref.domain}/{image_ref.name}: {reason}")
+    db = bindist.BuildCacheDatabase(os.path.join(tmpdir, "db_root"))
+    for _tag, _digest, config in gathered.configs:
+        spec = spack.spec.Spec.from_dict(config)
+        db.add(spec)
+        db.mark(spec, "in_buildcache", True)
+    index_json_path = os.path.join(tmpdir, spack.database.INDEX_JSON_FILE)
+    with open(index_json_path, "w", encoding="utf-8") as f:
+        db._write_to_file(f)
+    engine.upload_index(ref, index_json_path, client=c)
+
+
+class RustOCIIndexFetcher(bindist.IndexFetcher):
+    """Spack's ``OCIIndexFetcher`` on the engine (also for ``oci+http://`` mirrors)."""
+
+    def __init__(self, url_and_version: Any, local_hash: str | None) -> None:
+        self.local_hash = local_hash
+        self.ref = spack.oci.image.ImageReference.from_url(url_and_version.url)
+
+    def conditional_fetch(self) -> Any:
+        known = f"sha256:{self.local_hash}" if self.local_hash else None
+        where = f"{self.ref.domain}/{self.ref.name}"
+        try:
+            found = engine.fetch_index(
+                ref_string(self.ref, tag=False), known=known, client=client(self.ref.domain)
+            )
+        except engine.OciError as e:
+            raise bindist.FetchIndexError(f"Could not fetch the index of {where}", e) from e
+        if found is None:
+            raise bindist.FetchIndexError(f"{where} has no index (index.spack)")
+        digest, data = found
+        if data is None:
+            return bindist.FetchIndexResult(etag=None, hash=None, data=None, fresh=True)
+        return bindist.FetchIndexResult(
+            etag=None, hash=digest.split(":", 1)[1], data=data.decode("utf-8"), fresh=False
+        )
+
+
+_BLOB_URL = re.compile(r"^(https?)://([^/]+)/v2/(.+)/blobs/(sha256:[0-9a-fA-F]{64})$")
+
+
+def _blob_url_parts(url: str) -> tuple[str, str] | None:
+    """``(engine ref, digest)`` of a registry blob URL, or None if it is not one."""
+    m = _BLOB_URL.match(url)
+    if not m:
+        return None
+    scheme, domain, name, digest = m.groups()
+    return f"{'oci+http' if scheme == 'http' else 'oci'}://{domain}/{name}", digest
+
+
+def fetch_to_stage(strategy: Any) -> None:
+    """``OCIRegistryFetchStrategy.fetch`` on the engine: stream the blob to the stage's save
+    file, verified; Spack's own checksum check still runs afterwards."""
+    import spack.fetch_strategy as fs
+
+    parts = _blob_url_parts(strategy.url)
+    file = strategy.stage.save_filename
+    if os.path.lexists(file):
+        os.remove(file)
+    if parts is None:
+        raise fs.FailedDownloadError(ValueError(f"not a registry blob URL: {strategy.url}"))
+    ref, digest = parts
+    tty.msg(f"Fetching {strategy.url}")
+    domain = ref.split("://", 1)[1].split("/", 1)[0]
+    try:
+        engine.fetch_blob(ref, digest, file, client=client(domain))
+    except engine.OciError as e:
+        raise fs.FailedDownloadError(e) from e
+
+
+def _oci_mirrors() -> list[ImageReference]:
+    import spack.mirrors.mirror
+
+    refs = []
+    for mirror in spack.mirrors.mirror.MirrorCollection(binary=True).values():
+        url = mirror.fetch_url
+        if spack.oci.image.is_oci_url(url):
+            refs.append(spack.oci.image.ImageReference.from_url(url))
+    return refs
+
+
+def prefetch_for_install(specs: Iterable[spack.spec.Spec]) -> int:
+    """Download the config and tarball blobs of every spec that an OCI mirror has, all at
+    once, into Spack's download cache (``blobs/sha256/<hex>``, Spack's OCI layout), so that
+    installing them one by one reads local files. Failures are left to the normal install
+    path, which reports them. Returns the number of blobs downloaded."""
+    import spack.caches
+
+    mirrors = _oci_mirrors()
+    wanted = [s for s in specs if not s.external and not s.installed]
+    if not mirrors or not wanted:
+        return 0
+    root = spack.caches.FETCH_CACHE.root
+    pending = {s.dag_hash(): s for s in wanted}
+    downloaded = 0
+    for mirror in mirrors:
+        if not pending:
+            break
+        specs_here = list(pending.values())
+        refs = [ref_string(mirror.with_tag(bindist._oci_default_tag(s))) for s in specs_here]
+        results = engine.prefetch_images(refs, root, client=client(mirror.domain))
+        for spec, r in zip(specs_here, results):
+            if r.ok:
+                downloaded += r.downloaded
+                pending.pop(spec.dag_hash(), None)
+    tty.debug(f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs")
+    return downloaded
