@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Run the whole test suite: `cargo test`, then pytest against the INSTALLED wheel.
+#
+#   ./scripts/test.sh                  build the release wheel, install it into .venv-ci, test
+#   ./scripts/test.sh -k push -x       extra arguments go to pytest
+#   ./scripts/test.sh --no-build       test the wheel already installed in the venv
+#   ./scripts/test.sh --python-only    skip `cargo test` (or --rust-only: skip pytest)
+#
+# The venv (.venv-ci, or $SPACK_OCI_RS_VENV) is created with the tools of
+# scripts/requirements-test.txt when missing or when that file changed. pytest runs from the
+# venv's `pytest` script with --import-mode=importlib, so neither the repository root nor
+# python/ is on sys.path: `import spack_oci_rs` must find the wheel in the venv, which is
+# checked before the tests run. Exit code 5 (no tests collected) counts as a failure.
+#
+# The registry tests need docker-registry, skopeo, openssl and htpasswd on PATH (see .ci/run
+# for the apt-get line); without them they are skipped, or fail when CI is set.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$(realpath -m -s "${SPACK_OCI_RS_VENV:-$ROOT/.venv-ci}")"
+REQS="$ROOT/scripts/requirements-test.txt"
+
+build=1
+run_rust=1
+run_python=1
+pytest_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --no-build) build=0 ;;
+        --python-only) run_rust=0 ;;
+        --rust-only) run_python=0 ;;
+        *) pytest_args+=("$arg") ;;
+    esac
+done
+[[ "${SPACK_OCI_RS_SKIP_BUILD:-}" == 1 ]] && build=0
+
+say() { printf '\n=== %s\n' "$*"; }
+
+ensure_venv() {
+    local stamp="$VENV/.requirements.sha256" want
+    want="$(sha256sum "$REQS" | cut -d' ' -f1)"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        say "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+        say "installing test tools into $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+        echo "$want" >"$stamp"
+    fi
+}
+
+build_and_install_wheel() {
+    say "building the release wheel (maturin build --release -o dist/)"
+    rm -f "$ROOT"/dist/spack_oci_rs-*.whl
+    "$VENV/bin/maturin" build --release -o "$ROOT/dist" --interpreter "$VENV/bin/python"
+    local wheels=("$ROOT"/dist/spack_oci_rs-*.whl)
+    if [[ ${#wheels[@]} -ne 1 || ! -f "${wheels[0]}" ]]; then
+        echo "expected exactly one wheel in dist/, found: ${wheels[*]}" >&2
+        exit 1
+    fi
+    say "installing ${wheels[0]##*/} into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --force-reinstall --no-deps "${wheels[0]}"
+}
+
+if [[ $run_python == 1 ]]; then
+    ensure_venv
+    if [[ $build == 1 ]]; then
+        build_and_install_wheel
+    fi
+fi
+
+if [[ $run_rust == 1 ]]; then
+    say "cargo test"
+    cargo test
+fi
+
+if [[ $run_python == 1 ]]; then
+    say "pytest (installed wheel)"
+    # Import from a neutral directory: prove the module comes from the venv, not python/.
+    module_file="$(cd / && "$VENV/bin/python" -c 'import spack_oci_rs; print(spack_oci_rs.__file__)')"
+    echo "spack_oci_rs imported from: $module_file"
+    case "$module_file" in
+        "$VENV"/*) ;;
+        *)
+            echo "error: spack_oci_rs is not the wheel installed in $VENV" >&2
+            exit 1
+            ;;
+    esac
+    rc=0
+    SPACK_OCI_RS_EXPECT_INSTALLED="$VENV" \
+        "$VENV/bin/pytest" --import-mode=importlib "$ROOT/tests" ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
+    if [[ $rc == 5 ]]; then
+        echo "error: pytest collected no tests" >&2
+        exit 1
+    fi
+    exit "$rc"
+fi
