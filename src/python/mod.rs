@@ -6,6 +6,7 @@ mod errors;
 mod ops;
 mod push;
 mod runtime;
+mod tarball;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -144,5 +145,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     ops::register(m)?;
     push::register(m)?;
+    tarball::register(m)?;
     Ok(())
 }
