@@ -18,7 +18,9 @@ impl Digest {
     /// Parse `sha256:<hex>`; the error names what is wrong (algorithm, length, characters).
     pub fn parse(s: &str) -> Result<Self, Error> {
         let Some((alg, hex)) = s.split_once(':') else {
-            return Err(Error::InvalidDigest(format!("{s:?}: expected <algorithm>:<hex>")));
+            return Err(Error::InvalidDigest(format!(
+                "{s:?}: expected <algorithm>:<hex>"
+            )));
         };
         if alg != "sha256" {
             return Err(Error::InvalidDigest(format!(
@@ -34,7 +36,9 @@ impl Digest {
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::InvalidDigest(format!("{s:?}: not hexadecimal")));
         }
-        Ok(Self { hex: hex.to_ascii_lowercase() })
+        Ok(Self {
+            hex: hex.to_ascii_lowercase(),
+        })
     }
 
     /// Build from a hex string of a sha256 (64 hex characters).
@@ -48,7 +52,9 @@ impl Digest {
     }
 
     pub(crate) fn from_hasher(h: Sha256) -> Self {
-        Self { hex: hex::encode(h.finalize()) }
+        Self {
+            hex: hex::encode(h.finalize()),
+        }
     }
 
     /// The hex part, without `sha256:`.
@@ -89,7 +95,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), count: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -166,12 +176,20 @@ mod tests {
             "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
         );
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
-        assert_eq!(Digest::parse(&d.to_string().to_uppercase().replace("SHA256", "sha256")).unwrap(), d);
+        assert_eq!(
+            Digest::parse(&d.to_string().to_uppercase().replace("SHA256", "sha256")).unwrap(),
+            d
+        );
     }
 
     #[test]
     fn parse_errors() {
-        for bad in ["abc", "md5:00", "sha256:00", &format!("sha256:{}", "g".repeat(64))] {
+        for bad in [
+            "abc",
+            "md5:00",
+            "sha256:00",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
             let e = Digest::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }

@@ -68,7 +68,10 @@ impl Error {
 
     #[allow(non_snake_case)]
     pub fn InvalidDigest(message: String) -> Self {
-        Self::new(ErrorKind::InvalidDigest, format!("invalid digest {message}"))
+        Self::new(
+            ErrorKind::InvalidDigest,
+            format!("invalid digest {message}"),
+        )
     }
 
     pub fn invalid_reference(message: impl Into<String>) -> Self {

@@ -56,35 +56,63 @@ pub struct IndexConfigs {
 /// `previous` maps tag → manifest digest for configs the caller already has (incremental
 /// update): those tags' manifests are still fetched (a tag may have moved), but configs are
 /// only fetched for tags that are new or changed.
+#[allow(clippy::implicit_hasher)]
 pub async fn index_configs(
     client: &Client,
     reference: &Reference,
     concurrency: usize,
     previous: Option<&HashMap<String, Digest>>,
 ) -> Result<IndexConfigs> {
-    let tags: Vec<String> =
-        client.list_tags(reference).await?.into_iter().filter(|t| tag_is_spec(t)).collect();
+    let tags: Vec<String> = client
+        .list_tags(reference)
+        .await?
+        .into_iter()
+        .filter(|t| tag_is_spec(t))
+        .collect();
     let spec_tags = tags.len();
     let tasks = tags.into_iter().map(|tag| async move {
         let r = reference.with_tag(&tag);
         let manifest = match client.get_manifest(&r).await {
             Ok(m) if m.is_index() => {
-                return Err(SkippedTag { tag, reason: "is an image index, not a Spack image".into() })
+                return Err(SkippedTag {
+                    tag,
+                    reason: "is an image index, not a Spack image".into(),
+                })
             }
             Ok(m) => m,
-            Err(e) => return Err(SkippedTag { tag, reason: e.to_string() }),
+            Err(e) => {
+                return Err(SkippedTag {
+                    tag,
+                    reason: e.to_string(),
+                })
+            }
         };
         if previous.and_then(|p| p.get(&tag)) == Some(&manifest.digest) {
             return Ok((tag, manifest.digest, None));
         }
-        let desc = manifest.config().map_err(|e| SkippedTag { tag: tag.clone(), reason: e.to_string() })?;
-        match client.fetch_blob_bytes(&r, &desc.digest, crate::registry::MAX_MANIFEST_SIZE * 16).await {
+        let desc = manifest.config().map_err(|e| SkippedTag {
+            tag: tag.clone(),
+            reason: e.to_string(),
+        })?;
+        match client
+            .fetch_blob_bytes(&r, &desc.digest, crate::registry::MAX_MANIFEST_SIZE * 16)
+            .await
+        {
             Ok(b) => Ok((tag, manifest.digest, Some(b))),
-            Err(e) => Err(SkippedTag { tag, reason: e.to_string() }),
+            Err(e) => Err(SkippedTag {
+                tag,
+                reason: e.to_string(),
+            }),
         }
     });
-    let results: Vec<_> = stream::iter(tasks.collect::<Vec<_>>()).buffered(concurrency.max(1)).collect().await;
-    let mut out = IndexConfigs { spec_tags, ..IndexConfigs::default() };
+    let results: Vec<_> = stream::iter(tasks.collect::<Vec<_>>())
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut out = IndexConfigs {
+        spec_tags,
+        ..IndexConfigs::default()
+    };
     for r in results {
         match r {
             Ok((_, _, None)) => out.reused += 1,
@@ -94,9 +122,16 @@ pub async fn index_configs(
                     .and_then(|v| v.as_object().map(|o| o.contains_key("spec")))
                     .unwrap_or(false);
                 if has_spec {
-                    out.configs.push(SpecConfig { tag, manifest_digest, config });
+                    out.configs.push(SpecConfig {
+                        tag,
+                        manifest_digest,
+                        config,
+                    });
                 } else {
-                    out.skipped.push(SkippedTag { tag, reason: "config has no \"spec\" key".into() });
+                    out.skipped.push(SkippedTag {
+                        tag,
+                        reason: "config has no \"spec\" key".into(),
+                    });
                 }
             }
             Err(s) => {
@@ -110,7 +145,11 @@ pub async fn index_configs(
 
 /// Upload `index_json` as Spack does: the index blob, a `{}` config blob, and an OCI manifest
 /// with the index as its only layer, tagged `index.spack`. Returns the manifest digest.
-pub async fn upload_index(client: &Client, reference: &Reference, index_json: Bytes) -> Result<Digest> {
+pub async fn upload_index(
+    client: &Client,
+    reference: &Reference,
+    index_json: Bytes,
+) -> Result<Digest> {
     let target = reference.with_tag(INDEX_TAG);
     let index_digest = Digest::of_bytes(&index_json);
     let index_size = index_json.len();
@@ -138,7 +177,12 @@ pub async fn upload_index(client: &Client, reference: &Reference, index_json: By
         }],
     });
     let (digest, _) = client
-        .put_manifest(&target, Bytes::from(to_compact_json(&manifest)), media_types::OCI_MANIFEST, false)
+        .put_manifest(
+            &target,
+            Bytes::from(to_compact_json(&manifest)),
+            media_types::OCI_MANIFEST,
+            false,
+        )
         .await?;
     Ok(digest)
 }
@@ -163,6 +207,8 @@ pub async fn fetch_index(
     if known == Some(&layer.digest) {
         return Ok(Some((layer.digest, None)));
     }
-    let bytes = client.fetch_blob_bytes(&target, &layer.digest, 1 << 30).await?;
+    let bytes = client
+        .fetch_blob_bytes(&target, &layer.digest, 1 << 30)
+        .await?;
     Ok(Some((layer.digest, Some(bytes))))
 }

@@ -16,7 +16,13 @@ pub const INDEXES: [&str; 2] = [OCI_INDEX, DOCKER_MANIFEST_LIST];
 
 /// The `Accept` header Spack sends for manifests: manifest types first, then index types.
 pub fn accept_all() -> String {
-    [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST].join(", ")
+    [
+        OCI_MANIFEST,
+        DOCKER_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST_LIST,
+    ]
+    .join(", ")
 }
 
 pub fn is_manifest(media_type: &str) -> bool {

@@ -23,7 +23,9 @@ pub struct Prefetched {
 
 /// Where `digest` lives under an OCI-layout blob directory.
 pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
-    root.join("blobs").join(digest.algorithm()).join(digest.hex())
+    root.join("blobs")
+        .join(digest.algorithm())
+        .join(digest.hex())
 }
 
 async fn prefetch_one(client: &Client, reference: &Reference, root: &Path) -> Result<Prefetched> {
@@ -50,7 +52,11 @@ async fn prefetch_one(client: &Client, reference: &Reference, root: &Path) -> Re
         client.fetch_blob(reference, &d, &dest).await.map(|_| 1)
     };
     let (a, b) = tokio::join!(fetch(config.clone()), fetch(layer.clone()));
-    Ok(Prefetched { config, layer, downloaded: a? + b? })
+    Ok(Prefetched {
+        config,
+        layer,
+        downloaded: a? + b?,
+    })
 }
 
 /// Prefetch many images, `concurrency` at a time; one result per reference, in order.
@@ -60,6 +66,12 @@ pub async fn prefetch(
     root: &Path,
     concurrency: usize,
 ) -> Vec<Result<Prefetched>> {
-    let tasks: Vec<_> = references.iter().map(|r| prefetch_one(client, r, root)).collect();
-    stream::iter(tasks).buffered(concurrency.max(1)).collect().await
+    let tasks: Vec<_> = references
+        .iter()
+        .map(|r| prefetch_one(client, r, root))
+        .collect();
+    stream::iter(tasks)
+        .buffered(concurrency.max(1))
+        .collect()
+        .await
 }

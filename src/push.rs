@@ -18,7 +18,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
-use crate::digest::{Digest, HashingWriter, Hasher};
+use crate::digest::{Digest, Hasher, HashingWriter};
 use crate::error::{Error, ErrorKind, Result};
 use crate::media_types;
 use crate::reference::Reference;
@@ -44,9 +44,16 @@ pub type BuildinfoFn = Arc<dyn Fn(&RelocationLists) -> Result<Vec<u8>> + Send + 
 #[derive(Clone)]
 pub enum LayerSource {
     /// A finished `.tar.gz` on disk. The diff_id is computed unless given.
-    Tarball { path: PathBuf, diff_id: Option<Digest> },
+    Tarball {
+        path: PathBuf,
+        diff_id: Option<Digest>,
+    },
     /// An install prefix, archived exactly as Spack archives it.
-    Prefix { path: PathBuf, options: TarballOptions, buildinfo: BuildinfoFn },
+    Prefix {
+        path: PathBuf,
+        options: TarballOptions,
+        buildinfo: BuildinfoFn,
+    },
 }
 
 /// One image to push.
@@ -157,10 +164,28 @@ pub struct ItemResult {
 pub enum Progress {
     /// Existence check done: `to_push` of `total` items need work.
     Planned { total: usize, to_push: usize },
-    LayerDone { key: String, tag: String, digest: Digest, size: u64, seconds: f64 },
-    LayerFailed { key: String, tag: String, error: String },
-    ManifestDone { key: String, tag: String, digest: Digest },
-    ManifestFailed { key: String, tag: String, error: String },
+    LayerDone {
+        key: String,
+        tag: String,
+        digest: Digest,
+        size: u64,
+        seconds: f64,
+    },
+    LayerFailed {
+        key: String,
+        tag: String,
+        error: String,
+    },
+    ManifestDone {
+        key: String,
+        tag: String,
+        digest: Digest,
+    },
+    ManifestFailed {
+        key: String,
+        tag: String,
+        error: String,
+    },
 }
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -183,7 +208,14 @@ struct Slot {
 /// Run a push plan. Never fails as a whole for one item: per-item errors are in the results;
 /// errors that concern everything (an invalid base image) fail every item that needs it.
 pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
-    let PushPlan { target, base_image, items, known_layers, options, progress } = plan;
+    let PushPlan {
+        target,
+        base_image,
+        items,
+        known_layers,
+        options,
+        progress,
+    } = plan;
     let emit = |p: Progress| {
         if let Some(f) = &progress {
             f(p);
@@ -228,18 +260,25 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
 
     // (2) Layers.
     let jobs = Arc::new(Semaphore::new(options.jobs.max(1)));
-    let layer_tasks = items.iter().enumerate().filter(|(i, it)| !skipped[*i] && it.layer.is_some()).map(|(i, it)| {
-        let jobs = jobs.clone();
-        let options = options.clone();
-        let target = target.clone();
-        let source = it.layer.clone().expect("filtered");
-        async move {
-            let start = Instant::now();
-            let r = make_layer(client, &target, &source, &options, &jobs).await;
-            (i, r, start.elapsed())
-        }
-    });
-    let outcomes: Vec<_> = stream::iter(layer_tasks.collect::<Vec<_>>()).buffer_unordered(items.len().max(1)).collect().await;
+    let layer_tasks = items
+        .iter()
+        .enumerate()
+        .filter(|(i, it)| !skipped[*i] && it.layer.is_some())
+        .map(|(i, it)| {
+            let jobs = jobs.clone();
+            let options = options.clone();
+            let target = target.clone();
+            let source = it.layer.clone().expect("filtered");
+            async move {
+                let start = Instant::now();
+                let r = make_layer(client, &target, &source, &options, &jobs).await;
+                (i, r, start.elapsed())
+            }
+        });
+    let outcomes: Vec<_> = stream::iter(layer_tasks.collect::<Vec<_>>())
+        .buffer_unordered(items.len().max(1))
+        .collect()
+        .await;
     for (i, outcome, elapsed) in outcomes {
         let item = &items[i];
         let slot = &mut slots[i].result;
@@ -259,7 +298,11 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
                 layers.insert(item.key.clone(), made.info);
             }
             Err(e) => {
-                emit(Progress::LayerFailed { key: item.key.clone(), tag: item.tag.clone(), error: e.to_string() });
+                emit(Progress::LayerFailed {
+                    key: item.key.clone(),
+                    tag: item.tag.clone(),
+                    error: e.to_string(),
+                });
                 slot.status = ItemStatus::Failed;
                 slot.error = Some(e);
             }
@@ -267,14 +310,20 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
     }
 
     // (3) Base images per architecture, only for items that still need a manifest.
-    let needs_manifest: Vec<usize> =
-        (0..items.len()).filter(|&i| !skipped[i] && slots[i].result.status != ItemStatus::Failed).collect();
-    let archs: BTreeSet<String> = needs_manifest.iter().map(|&i| items[i].architecture.clone()).collect();
+    let needs_manifest: Vec<usize> = (0..items.len())
+        .filter(|&i| !skipped[i] && slots[i].result.status != ItemStatus::Failed)
+        .collect();
+    let archs: BTreeSet<String> = needs_manifest
+        .iter()
+        .map(|&i| items[i].architecture.clone())
+        .collect();
     let mut bases: HashMap<String, std::result::Result<(Value, Value), Error>> = HashMap::new();
     for arch in archs {
         let base = match &base_image {
             None => Ok((default_manifest(), default_config(&arch, "linux"))),
-            Some(b) => copy_missing_layers(client, b, &target, &arch).await.map(|im| (im.0, im.1)),
+            Some(b) => copy_missing_layers(client, b, &target, &arch)
+                .await
+                .map(|im| (im.0, im.1)),
         };
         bases.insert(arch, base);
     }
@@ -288,24 +337,37 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         async move {
             let r = match base {
                 Ok((bm, bc)) => put_image(client, target, item, bm, bc, layers).await,
-                Err(e) => Err(e.clone().context(format!("base image for {}", item.architecture))),
+                Err(e) => Err(e
+                    .clone()
+                    .context(format!("base image for {}", item.architecture))),
             };
             (i, r)
         }
     });
-    let outcomes: Vec<_> = stream::iter(manifest_tasks.collect::<Vec<_>>()).buffer_unordered(64).collect().await;
+    let outcomes: Vec<_> = stream::iter(manifest_tasks.collect::<Vec<_>>())
+        .buffer_unordered(64)
+        .collect()
+        .await;
     for (i, r) in outcomes {
         let item = &items[i];
         let slot = &mut slots[i].result;
         match r {
             Ok((digest, size)) => {
-                emit(Progress::ManifestDone { key: item.key.clone(), tag: item.tag.clone(), digest: digest.clone() });
+                emit(Progress::ManifestDone {
+                    key: item.key.clone(),
+                    tag: item.tag.clone(),
+                    digest: digest.clone(),
+                });
                 slot.manifest_digest = Some(digest);
                 slot.manifest_size = Some(size);
                 slot.status = ItemStatus::Pushed;
             }
             Err(e) => {
-                emit(Progress::ManifestFailed { key: item.key.clone(), tag: item.tag.clone(), error: e.to_string() });
+                emit(Progress::ManifestFailed {
+                    key: item.key.clone(),
+                    tag: item.tag.clone(),
+                    error: e.to_string(),
+                });
                 slot.status = ItemStatus::Failed;
                 slot.error = Some(e);
             }
@@ -315,10 +377,18 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
 }
 
 /// For every item with a layer: its layer info if its tag exists with a usable manifest.
-async fn existing_layers(client: &Client, target: &Reference, items: &[PushItem]) -> Vec<Option<LayerInfo>> {
+async fn existing_layers(
+    client: &Client,
+    target: &Reference,
+    items: &[PushItem],
+) -> Vec<Option<LayerInfo>> {
     // One tag listing replaces a manifest GET per missing item. If listing fails, check
     // every tag directly, as Spack does.
-    let tags: Option<BTreeSet<String>> = client.list_tags(target).await.ok().map(|t| t.into_iter().collect());
+    let tags: Option<BTreeSet<String>> = client
+        .list_tags(target)
+        .await
+        .ok()
+        .map(|t| t.into_iter().collect());
     let tasks = items.iter().map(|it| {
         let tags = &tags;
         async move {
@@ -328,23 +398,35 @@ async fn existing_layers(client: &Client, target: &Reference, items: &[PushItem]
             blob_info(client, &target.with_tag(&it.tag)).await.ok()
         }
     });
-    stream::iter(tasks.collect::<Vec<_>>()).buffered(64).collect().await
+    stream::iter(tasks.collect::<Vec<_>>())
+        .buffered(64)
+        .collect()
+        .await
 }
 
 /// Spack's `_oci_get_blob_info`: the last layer of an existing image and its diff_id.
 pub async fn blob_info(client: &Client, reference: &Reference) -> Result<LayerInfo> {
-    let im = client.get_manifest_and_config(reference, "amd64", 3).await?;
-    let layer = im.manifest.layers()?.pop().ok_or_else(|| {
-        Error::invalid_response(format!("{reference}: manifest has no layers"))
-    })?;
+    let im = client
+        .get_manifest_and_config(reference, "amd64", 3)
+        .await?;
+    let layer =
+        im.manifest.layers()?.pop().ok_or_else(|| {
+            Error::invalid_response(format!("{reference}: manifest has no layers"))
+        })?;
     let diff_id = im
         .config
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
         .and_then(|a| a.last())
         .and_then(Value::as_str)
-        .ok_or_else(|| Error::invalid_response(format!("{reference}: config has no rootfs.diff_ids")))?;
-    Ok(LayerInfo { digest: layer.digest, diff_id: Digest::parse(diff_id)?, size: layer.size })
+        .ok_or_else(|| {
+            Error::invalid_response(format!("{reference}: config has no rootfs.diff_ids"))
+        })?;
+    Ok(LayerInfo {
+        digest: layer.digest,
+        diff_id: Digest::parse(diff_id)?,
+        size: layer.size,
+    })
 }
 
 struct MadeLayer {
@@ -370,10 +452,24 @@ async fn make_layer(
                     .await
                     .map_err(|e| Error::new(ErrorKind::Io, format!("hashing task failed: {e}")))??
             };
-            let uploaded = client.upload_blob(target, &BlobSource::File(path.clone()), &digest, false).await?;
-            Ok(MadeLayer { info: LayerInfo { digest, diff_id: diff, size }, uploaded, relocation: None })
+            let uploaded = client
+                .upload_blob(target, &BlobSource::File(path.clone()), &digest, false)
+                .await?;
+            Ok(MadeLayer {
+                info: LayerInfo {
+                    digest,
+                    diff_id: diff,
+                    size,
+                },
+                uploaded,
+                relocation: None,
+            })
         }
-        LayerSource::Prefix { path, options: topts, buildinfo } => {
+        LayerSource::Prefix {
+            path,
+            options: topts,
+            buildinfo,
+        } => {
             if options.stream_layers {
                 match stream_prefix(client, target, path, topts, buildinfo, jobs).await {
                     Ok(made) => return Ok(made),
@@ -396,7 +492,12 @@ async fn make_layer(
                         .tempfile_in(&tmpdir)
                         .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?;
                     let (file, tmp) = tmp.into_parts();
-                    let info = tarball::write_tarball(&path, &topts, |l| buildinfo(l), io::BufWriter::with_capacity(1 << 20, file))?;
+                    let info = tarball::write_tarball(
+                        &path,
+                        &topts,
+                        |l| buildinfo(l),
+                        io::BufWriter::with_capacity(1 << 20, file),
+                    )?;
                     Ok((tmp, info))
                 })
                 .await
@@ -408,7 +509,11 @@ async fn make_layer(
                 .await?;
             drop(tmp);
             Ok(MadeLayer {
-                info: LayerInfo { digest, diff_id: info.uncompressed_digest.clone(), size: info.compressed_size },
+                info: LayerInfo {
+                    digest,
+                    diff_id: info.uncompressed_digest.clone(),
+                    size: info.compressed_size,
+                },
                 uploaded,
                 relocation: Some(info.relocation),
             })
@@ -434,7 +539,10 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(STREAM_CHUNK),
+        ));
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
@@ -468,15 +576,26 @@ async fn stream_prefix(
     let policy = client.options().retry.clone();
     let start = Instant::now();
     let mut attempt = 1;
-    let what = format!("uploading the tarball of {} to {}", prefix.display(), target.repository());
+    let what = format!(
+        "uploading the tarball of {} to {}",
+        prefix.display(),
+        target.repository()
+    );
     loop {
         let permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
         let (prefix_c, topts_c, bi) = (prefix.to_path_buf(), topts.clone(), buildinfo.clone());
         let builder = tokio::task::spawn_blocking(move || {
-            let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(STREAM_CHUNK) };
-            let r = tarball::write_tarball(&prefix_c, &topts_c, |l| bi(l), &mut w)
-                .and_then(|info| w.flush().map(|()| info).map_err(|e| Error::new(ErrorKind::Transport, format!("streaming: {e}"))));
+            let mut w = ChannelWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(STREAM_CHUNK),
+            };
+            let r =
+                tarball::write_tarball(&prefix_c, &topts_c, |l| bi(l), &mut w).and_then(|info| {
+                    w.flush()
+                        .map(|()| info)
+                        .map_err(|e| Error::new(ErrorKind::Transport, format!("streaming: {e}")))
+                });
             if let Err(e) = &r {
                 // Make the HTTP body fail so the registry never sees a complete blob.
                 let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
@@ -499,17 +618,28 @@ async fn stream_prefix(
                     *br.lock().expect("slot") = Some(e.clone());
                     Err(e)
                 }
-                Err(e) => Err(Error::new(ErrorKind::Io, format!("tarball task failed: {e}"))),
+                Err(e) => Err(Error::new(
+                    ErrorKind::Io,
+                    format!("tarball task failed: {e}"),
+                )),
             }
         };
         let result = client.upload_stream(target, body, finish, &what).await;
         drop(permit);
         match result {
             Ok(digest) => {
-                let info = info_slot.lock().expect("slot").take().expect("tarball info");
+                let info = info_slot
+                    .lock()
+                    .expect("slot")
+                    .take()
+                    .expect("tarball info");
                 debug_assert_eq!(digest, info.compressed_digest);
                 return Ok(MadeLayer {
-                    info: LayerInfo { digest, diff_id: info.uncompressed_digest.clone(), size: info.compressed_size },
+                    info: LayerInfo {
+                        digest,
+                        diff_id: info.uncompressed_digest.clone(),
+                        size: info.compressed_size,
+                    },
                     uploaded: true,
                     relocation: Some(info.relocation),
                 });
@@ -534,7 +664,9 @@ async fn stream_prefix(
 fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static {
-    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// Digest and size of a `.tar.gz` file, and the digest of its uncompressed tar (diff_id).
@@ -556,14 +688,20 @@ fn hash_tarball(path: &Path, known_diff_id: Option<Digest>) -> Result<(Digest, u
                 Ok(n)
             }
         }
-        let tee = Tee { inner: &mut reader, hasher: &mut compressed };
+        let tee = Tee {
+            inner: &mut reader,
+            hasher: &mut compressed,
+        };
         if known_diff_id.is_some() {
             let mut tee = tee;
             io::copy(&mut tee, &mut io::sink()).map_err(|e| Error::io("reading", path, &e))?;
         } else {
             let mut gz = flate2::read::MultiGzDecoder::new(tee);
             io::copy(&mut gz, &mut uncompressed).map_err(|e| {
-                Error::new(ErrorKind::InvalidInput, format!("{} is not a gzip-compressed tarball: {e}", path.display()))
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("{} is not a gzip-compressed tarball: {e}", path.display()),
+                )
             })?;
             // Hash whatever follows the gzip stream too, so the digest covers the whole file.
             let mut rest = gz.into_inner();
@@ -631,7 +769,10 @@ pub async fn copy_missing_layers(
         }
         client.copy_blob(src, dst, &l.digest, l.size).await
     });
-    let results: Vec<Result<()>> = stream::iter(tasks.collect::<Vec<_>>()).buffer_unordered(8).collect().await;
+    let results: Vec<Result<()>> = stream::iter(tasks.collect::<Vec<_>>())
+        .buffer_unordered(8)
+        .collect()
+        .await;
     results.into_iter().collect::<Result<Vec<()>>>()?;
     Ok((im.manifest.json, im.config))
 }
@@ -645,23 +786,35 @@ async fn put_image(
     base_config: &Value,
     layers: &HashMap<String, LayerInfo>,
 ) -> Result<(Digest, u64)> {
-    let (config_bytes, manifest_bytes, media_type) = compose_image(item, base_manifest, base_config, layers)?;
+    let (config_bytes, manifest_bytes, media_type) =
+        compose_image(item, base_manifest, base_config, layers)?;
     let reference = target.with_tag(&item.tag);
     let config_digest = Digest::of_bytes(&config_bytes);
     client
-        .upload_blob(&reference, &BlobSource::Bytes(Bytes::from(config_bytes)), &config_digest, false)
+        .upload_blob(
+            &reference,
+            &BlobSource::Bytes(Bytes::from(config_bytes)),
+            &config_digest,
+            false,
+        )
         .await?;
-    client.put_manifest(&reference, Bytes::from(manifest_bytes), &media_type, false).await
+    client
+        .put_manifest(&reference, Bytes::from(manifest_bytes), &media_type, false)
+        .await
 }
 
 /// The exact config and manifest bytes of an item, and the manifest media type.
-pub fn compose_image(
+pub fn compose_image<S: std::hash::BuildHasher>(
     item: &PushItem,
     base_manifest: &Value,
     base_config: &Value,
-    layers: &HashMap<String, LayerInfo>,
+    layers: &HashMap<String, LayerInfo, S>,
 ) -> Result<(Vec<u8>, Vec<u8>, String)> {
-    let keys: Vec<String> = if item.layers.is_empty() { vec![item.key.clone()] } else { item.layers.clone() };
+    let keys: Vec<String> = if item.layers.is_empty() {
+        vec![item.key.clone()]
+    } else {
+        item.layers.clone()
+    };
     let own: Vec<&LayerInfo> = keys.iter().filter_map(|k| layers.get(k)).collect();
     let media_type = base_manifest
         .get("mediaType")
@@ -674,14 +827,18 @@ pub fn compose_image(
     let obj = config
         .as_object_mut()
         .ok_or_else(|| Error::invalid_response("base image config is not a JSON object"))?;
-    let rootfs = obj.entry("rootfs").or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+    let rootfs = obj
+        .entry("rootfs")
+        .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
     let diff_ids = rootfs
         .as_object_mut()
         .ok_or_else(|| Error::invalid_response("base image config: rootfs is not an object"))?
         .entry("diff_ids")
         .or_insert_with(|| json!([]))
         .as_array_mut()
-        .ok_or_else(|| Error::invalid_response("base image config: rootfs.diff_ids is not a list"))?;
+        .ok_or_else(|| {
+            Error::invalid_response("base image config: rootfs.diff_ids is not a list")
+        })?;
     for l in &own {
         diff_ids.push(Value::String(l.diff_id.to_string()));
     }
@@ -690,12 +847,18 @@ pub fn compose_image(
     let cfg = cfg
         .as_object_mut()
         .ok_or_else(|| Error::invalid_response("base image config: config is not an object"))?;
-    cfg.insert("Env".into(), Value::Array(env.into_iter().map(Value::String).collect()));
+    cfg.insert(
+        "Env".into(),
+        Value::Array(env.into_iter().map(Value::String).collect()),
+    );
     if let Some(extra) = &item.extra_config {
         let mut extra = extra.clone();
         if item.fill_checksum {
             let info = layers.get(&item.key).ok_or_else(|| {
-                Error::invalid_input(format!("{}: fill_checksum needs the item's own layer", item.tag))
+                Error::invalid_input(format!(
+                    "{}: fill_checksum needs the item's own layer",
+                    item.tag
+                ))
             })?;
             extra.insert(
                 "binary_cache_checksum".into(),
@@ -714,11 +877,19 @@ pub fn compose_image(
         .pointer("/config/mediaType")
         .and_then(Value::as_str)
         .unwrap_or(media_types::OCI_CONFIG);
-    let layer_type = if docker { media_types::DOCKER_LAYER_GZIP } else { media_types::OCI_LAYER_GZIP };
-    let mut manifest_layers: Vec<Value> =
-        base_manifest.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let layer_type = if docker {
+        media_types::DOCKER_LAYER_GZIP
+    } else {
+        media_types::OCI_LAYER_GZIP
+    };
+    let mut manifest_layers: Vec<Value> = base_manifest
+        .get("layers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for l in &own {
-        manifest_layers.push(json!({"mediaType": layer_type, "digest": l.digest.to_string(), "size": l.size}));
+        manifest_layers
+            .push(json!({"mediaType": layer_type, "digest": l.digest.to_string(), "size": l.size}));
     }
     let mut manifest = Map::new();
     manifest.insert("mediaType".into(), Value::String(media_type.clone()));
@@ -733,5 +904,9 @@ pub fn compose_image(
             manifest.insert("annotations".into(), Value::Object(a.clone()));
         }
     }
-    Ok((config_bytes, to_compact_json(&Value::Object(manifest)), media_type))
+    Ok((
+        config_bytes,
+        to_compact_json(&Value::Object(manifest)),
+        media_type,
+    ))
 }

@@ -87,7 +87,13 @@ impl Reference {
             }
             Some(d) => (d.to_string(), name),
         };
-        Ok(Self { scheme, domain, name: name.to_lowercase(), tag, digest })
+        Ok(Self {
+            scheme,
+            domain,
+            name: name.to_lowercase(),
+            tag,
+            digest,
+        })
     }
 
     /// Parse an OCI mirror URL (`oci://…` = https, `oci+http://…` = http) or, failing that, a
@@ -109,13 +115,20 @@ impl Reference {
     /// The same repository with another tag (and no digest).
     #[must_use]
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self { tag: tag.to_string(), digest: None, ..self.clone() }
+        Self {
+            tag: tag.to_string(),
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// The same repository and tag, pinned to a digest.
     #[must_use]
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self { digest: Some(digest), ..self.clone() }
+        Self {
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// `scheme://domain/v2/`
@@ -125,15 +138,27 @@ impl Reference {
 
     /// The digest if pinned, else the tag.
     pub fn tag_or_digest(&self) -> String {
-        self.digest.as_ref().map_or_else(|| self.tag.clone(), ToString::to_string)
+        self.digest
+            .as_ref()
+            .map_or_else(|| self.tag.clone(), ToString::to_string)
     }
 
     pub fn manifest_url(&self) -> String {
-        format!("{}{}/manifests/{}", self.base_url(), self.name, self.tag_or_digest())
+        format!(
+            "{}{}/manifests/{}",
+            self.base_url(),
+            self.name,
+            self.tag_or_digest()
+        )
     }
 
     pub fn manifest_url_for(&self, tag_or_digest: &str) -> String {
-        format!("{}{}/manifests/{}", self.base_url(), self.name, tag_or_digest)
+        format!(
+            "{}{}/manifests/{}",
+            self.base_url(),
+            self.name,
+            tag_or_digest
+        )
     }
 
     pub fn blob_url(&self, digest: &Digest) -> String {
@@ -184,7 +209,13 @@ impl fmt::Debug for Reference {
 pub fn ensure_valid_tag(tag: &str) -> String {
     let sanitized: Vec<char> = tag
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if sanitized.len() > 128 {
         let head: String = sanitized[..64].iter().collect();
@@ -205,7 +236,7 @@ pub const INDEX_TAG: &str = "index.spack";
 
 /// Spack's `tag_is_spec`: ends in `.spack` and is not the index tag.
 pub fn tag_is_spec(tag: &str) -> bool {
-    tag.ends_with(".spack") && tag != INDEX_TAG
+    tag.as_bytes().ends_with(b".spack") && tag != INDEX_TAG
 }
 
 /// Whether `tag` is a valid OCI tag.
@@ -224,9 +255,15 @@ mod tests {
     #[test]
     fn docker_hub_defaults() {
         let r = p("ubuntu");
-        assert_eq!((r.domain.as_str(), r.name.as_str(), r.tag.as_str()), ("index.docker.io", "library/ubuntu", "latest"));
+        assert_eq!(
+            (r.domain.as_str(), r.name.as_str(), r.tag.as_str()),
+            ("index.docker.io", "library/ubuntu", "latest")
+        );
         let r = p("myuser/myimage:v1");
-        assert_eq!((r.domain.as_str(), r.name.as_str(), r.tag.as_str()), ("index.docker.io", "myuser/myimage", "v1"));
+        assert_eq!(
+            (r.domain.as_str(), r.name.as_str(), r.tag.as_str()),
+            ("index.docker.io", "myuser/myimage", "v1")
+        );
         let r = p("localhost/img");
         assert_eq!(r.domain, "localhost");
         let r = p("Docker/img");
@@ -239,7 +276,10 @@ mod tests {
         assert_eq!(r.scheme, Scheme::Http);
         assert_eq!(r.domain, "127.0.0.1:5000");
         assert_eq!(r.name, "my/repo");
-        assert_eq!(r.manifest_url(), "http://127.0.0.1:5000/v2/my/repo/manifests/tag");
+        assert_eq!(
+            r.manifest_url(),
+            "http://127.0.0.1:5000/v2/my/repo/manifests/tag"
+        );
         assert_eq!(r.tags_url(), "http://127.0.0.1:5000/v2/my/repo/tags/list");
         let r = p("oci://ghcr.io/org/cache");
         assert_eq!(r.scheme, Scheme::Https);
@@ -253,7 +293,14 @@ mod tests {
 
     #[test]
     fn invalid() {
-        for bad in ["", "a b", "host/Repo::x", "s3://bucket/x", "ghcr.io/a@sha256:abc", "-x"] {
+        for bad in [
+            "",
+            "a b",
+            "host/Repo::x",
+            "s3://bucket/x",
+            "ghcr.io/a@sha256:abc",
+            "-x",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
         let e = Reference::parse("oci://a b").unwrap_err();

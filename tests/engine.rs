@@ -1,4 +1,5 @@
 //! The engine against a real registry (the CNCF distribution server on loopback).
+#![allow(clippy::many_single_char_names)]
 
 mod common;
 
@@ -15,7 +16,11 @@ use spack_oci_rs::transport::{Client, ClientOptions};
 use spack_oci_rs::{Digest, ErrorKind, Reference};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn client() -> Client {
@@ -48,14 +53,17 @@ fn make_tarball(dir: &Path, name: &str, content: &[u8]) -> std::path::PathBuf {
     h.set_size(content.len() as u64);
     h.set_mode(0o644);
     h.set_cksum();
-    tar.append_data(&mut h, format!("opt/{name}/file"), content).unwrap();
+    tar.append_data(&mut h, format!("opt/{name}/file"), content)
+        .unwrap();
     tar.into_inner().unwrap().finish().unwrap();
     path
 }
 
 #[test]
 fn blobs_roundtrip_and_verify() {
-    let Some(reg) = TestRegistry::plain() else { return };
+    let Some(reg) = TestRegistry::plain() else {
+        return;
+    };
     let r = Reference::parse(&reg.mirror_url(&unique_repo("blobs"))).unwrap();
     let c = client();
     let dir = tempfile::tempdir().unwrap();
@@ -63,10 +71,16 @@ fn blobs_roundtrip_and_verify() {
         let data = Bytes::from_static(b"hello blob");
         let d = Digest::of_bytes(&data);
         assert!(!c.blob_exists(&r, &d).await.unwrap());
-        assert!(c.upload_blob(&r, &BlobSource::Bytes(data.clone()), &d, false).await.unwrap());
+        assert!(c
+            .upload_blob(&r, &BlobSource::Bytes(data.clone()), &d, false)
+            .await
+            .unwrap());
         assert!(c.blob_exists(&r, &d).await.unwrap());
         // Present: not uploaded again.
-        assert!(!c.upload_blob(&r, &BlobSource::Bytes(data.clone()), &d, false).await.unwrap());
+        assert!(!c
+            .upload_blob(&r, &BlobSource::Bytes(data.clone()), &d, false)
+            .await
+            .unwrap());
         let dest = dir.path().join("out");
         let out = c.fetch_blob(&r, &d, &dest).await.unwrap();
         assert_eq!(out.size, 10);
@@ -79,7 +93,10 @@ fn blobs_roundtrip_and_verify() {
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
         assert!(e.to_string().contains(&missing.to_string()), "{e}");
         assert!(!dest2.exists());
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 
         // A file upload, streamed.
@@ -87,7 +104,10 @@ fn blobs_roundtrip_and_verify() {
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&file, &big).unwrap();
         let bd = Digest::of_bytes(&big);
-        assert!(c.upload_blob(&r, &BlobSource::File(file.clone()), &bd, false).await.unwrap());
+        assert!(c
+            .upload_blob(&r, &BlobSource::File(file.clone()), &bd, false)
+            .await
+            .unwrap());
         let dest3 = dir.path().join("big.out");
         c.fetch_blob(&r, &bd, &dest3).await.unwrap();
         assert_eq!(std::fs::read(&dest3).unwrap(), big);
@@ -96,12 +116,22 @@ fn blobs_roundtrip_and_verify() {
 
 #[test]
 fn digest_mismatch_on_upload_is_refused() {
-    let Some(reg) = TestRegistry::plain() else { return };
+    let Some(reg) = TestRegistry::plain() else {
+        return;
+    };
     let r = Reference::parse(&reg.mirror_url(&unique_repo("mismatch"))).unwrap();
     let c = client();
     rt().block_on(async {
         let wrong = Digest::of_bytes(b"other");
-        let e = c.upload_blob(&r, &BlobSource::Bytes(Bytes::from_static(b"data")), &wrong, true).await.unwrap_err();
+        let e = c
+            .upload_blob(
+                &r,
+                &BlobSource::Bytes(Bytes::from_static(b"data")),
+                &wrong,
+                true,
+            )
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), Some(400), "{e}");
         assert!(e.has_code("DIGEST_INVALID"), "{e}");
     });
@@ -109,7 +139,9 @@ fn digest_mismatch_on_upload_is_refused() {
 
 #[test]
 fn tags_pagination() {
-    let Some(reg) = TestRegistry::plain() else { return };
+    let Some(reg) = TestRegistry::plain() else {
+        return;
+    };
     let repo = unique_repo("tags");
     let r = Reference::parse(&reg.mirror_url(&repo)).unwrap();
     let c = client();
@@ -120,7 +152,12 @@ fn tags_pagination() {
     let mut expected = Vec::new();
     for i in 0..7 {
         let t = format!("t{i}.spack");
-        reg.put_manifest(&repo, &t, "application/vnd.oci.image.manifest.v1+json", &bytes);
+        reg.put_manifest(
+            &repo,
+            &t,
+            "application/vnd.oci.image.manifest.v1+json",
+            &bytes,
+        );
         expected.push(t);
     }
     rt().block_on(async {
@@ -135,7 +172,9 @@ fn tags_pagination() {
 
 #[test]
 fn push_plan_index_and_errors() {
-    let Some(reg) = TestRegistry::plain() else { return };
+    let Some(reg) = TestRegistry::plain() else {
+        return;
+    };
     let repo = unique_repo("push");
     let target = Reference::parse(&reg.mirror_url(&repo)).unwrap();
     let c = client();
@@ -146,7 +185,10 @@ fn push_plan_index_and_errors() {
     let item = |key: &str, path: &Path, layers: &[&str]| {
         let mut it = PushItem::new(format!("{key}-1.0-{key}hash.spack"));
         it.key = key.to_string();
-        it.layer = Some(LayerSource::Tarball { path: path.to_path_buf(), diff_id: None });
+        it.layer = Some(LayerSource::Tarball {
+            path: path.to_path_buf(),
+            diff_id: None,
+        });
         it.layers = layers.iter().map(|s| (*s).to_string()).collect();
         let mut extra = serde_json::Map::new();
         extra.insert("spec".into(), json!({"name": key}));
@@ -166,30 +208,70 @@ fn push_plan_index_and_errors() {
             item("broken", &missing, &["broken"]),
         ],
         known_layers: HashMap::new(),
-        options: PushOptions { force, jobs: 2, ..PushOptions::default() },
+        options: PushOptions {
+            force,
+            jobs: 2,
+            ..PushOptions::default()
+        },
         progress: None,
     };
     let rt = rt();
     let results = rt.block_on(push::push(&c, plan(false)));
-    assert_eq!(results[0].status, push::ItemStatus::Pushed, "{:?}", results[0].error);
-    assert_eq!(results[1].status, push::ItemStatus::Pushed, "{:?}", results[1].error);
+    assert_eq!(
+        results[0].status,
+        push::ItemStatus::Pushed,
+        "{:?}",
+        results[0].error
+    );
+    assert_eq!(
+        results[1].status,
+        push::ItemStatus::Pushed,
+        "{:?}",
+        results[1].error
+    );
     assert_eq!(results[2].status, push::ItemStatus::Failed);
     let err = results[2].error.as_ref().unwrap();
     assert_eq!(err.kind(), ErrorKind::Io);
     assert!(err.to_string().contains("missing.tar.gz"), "{err}");
-    assert!(!reg.list_tags(&repo).contains(&"broken-1.0-brokenhash.spack".to_string()));
+    assert!(!reg
+        .list_tags(&repo)
+        .contains(&"broken-1.0-brokenhash.spack".to_string()));
 
     rt.block_on(async {
         // The root image holds both layers, bottom first, and its config the diff ids and
         // checksum fields in place.
-        let im = c.get_manifest_and_config(&target.with_tag("root-1.0-roothash.spack"), "amd64", 0).await.unwrap();
+        let im = c
+            .get_manifest_and_config(&target.with_tag("root-1.0-roothash.spack"), "amd64", 0)
+            .await
+            .unwrap();
         let layers = im.manifest.layers().unwrap();
         assert_eq!(layers.len(), 2);
-        assert_eq!(Some(&layers[0].digest), results[0].layer.as_ref().map(|l| &l.digest));
-        assert_eq!(Some(&layers[1].digest), results[1].layer.as_ref().map(|l| &l.digest));
+        assert_eq!(
+            Some(&layers[0].digest),
+            results[0].layer.as_ref().map(|l| &l.digest)
+        );
+        assert_eq!(
+            Some(&layers[1].digest),
+            results[1].layer.as_ref().map(|l| &l.digest)
+        );
         let keys: Vec<&String> = im.config.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["architecture", "os", "rootfs", "config", "spec", "binary_cache_checksum", "archive_size", "archive_compression"]);
-        assert_eq!(im.config["binary_cache_checksum"]["hash"], results[1].layer.as_ref().unwrap().digest.hex());
+        assert_eq!(
+            keys,
+            [
+                "architecture",
+                "os",
+                "rootfs",
+                "config",
+                "spec",
+                "binary_cache_checksum",
+                "archive_size",
+                "archive_compression"
+            ]
+        );
+        assert_eq!(
+            im.config["binary_cache_checksum"]["hash"],
+            results[1].layer.as_ref().unwrap().digest.hex()
+        );
         assert_eq!(im.config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
         assert_eq!(im.config["config"]["Env"], json!(["PATH=/bin:/usr/bin"]));
         // Compact JSON, as Spack writes it.
@@ -207,24 +289,49 @@ fn push_plan_index_and_errors() {
     assert_eq!(forced[1].layer, results[1].layer);
 
     rt.block_on(async {
-        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None).await.unwrap();
+        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None)
+            .await
+            .unwrap();
         assert_eq!(idx.spec_tags, 2);
         assert_eq!(idx.configs.len(), 2);
-        let d = spack_oci_rs::index::upload_index(&c, &target, Bytes::from_static(b"{\"database\":{}}")).await.unwrap();
-        let (layer, bytes) = spack_oci_rs::index::fetch_index(&c, &target, None).await.unwrap().unwrap();
+        let d = spack_oci_rs::index::upload_index(
+            &c,
+            &target,
+            Bytes::from_static(b"{\"database\":{}}"),
+        )
+        .await
+        .unwrap();
+        let (layer, bytes) = spack_oci_rs::index::fetch_index(&c, &target, None)
+            .await
+            .unwrap()
+            .unwrap();
         let bytes = bytes.unwrap();
         assert_eq!(bytes.as_ref(), b"{\"database\":{}}");
         assert_eq!(layer, Digest::of_bytes(&bytes));
-        let fresh = spack_oci_rs::index::fetch_index(&c, &target, Some(&layer)).await.unwrap().unwrap();
+        let fresh = spack_oci_rs::index::fetch_index(&c, &target, Some(&layer))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(fresh, (layer.clone(), None));
-        let m = c.get_manifest(&target.with_tag("index.spack")).await.unwrap();
+        let m = c
+            .get_manifest(&target.with_tag("index.spack"))
+            .await
+            .unwrap();
         assert_eq!(m.digest, d);
         // index.spack is not a spec tag.
-        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None).await.unwrap();
+        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None)
+            .await
+            .unwrap();
         assert_eq!(idx.spec_tags, 2);
         // Incremental: configs of unchanged tags are not fetched.
-        let prev: HashMap<String, Digest> = idx.configs.iter().map(|c| (c.tag.clone(), c.manifest_digest.clone())).collect();
-        let inc = spack_oci_rs::index::index_configs(&c, &target, 8, Some(&prev)).await.unwrap();
+        let prev: HashMap<String, Digest> = idx
+            .configs
+            .iter()
+            .map(|c| (c.tag.clone(), c.manifest_digest.clone()))
+            .collect();
+        let inc = spack_oci_rs::index::index_configs(&c, &target, 8, Some(&prev))
+            .await
+            .unwrap();
         assert_eq!(inc.reused, 2);
         assert!(inc.configs.is_empty());
     });
@@ -233,7 +340,9 @@ fn push_plan_index_and_errors() {
     let root_digest = forced[1].manifest_digest.clone().unwrap();
     reg.delete_manifest(&repo, &root_digest.to_string());
     rt.block_on(async {
-        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None).await.unwrap();
+        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None)
+            .await
+            .unwrap();
         assert_eq!(idx.configs.len(), 1);
         assert_eq!(idx.configs[0].tag, "dep-1.0-dephash.spack");
     });
@@ -241,22 +350,33 @@ fn push_plan_index_and_errors() {
 
 #[test]
 fn tls_with_and_without_ca() {
-    let Some(reg) = TestRegistry::tls() else { return };
+    let Some(reg) = TestRegistry::tls() else {
+        return;
+    };
     let r = Reference::parse(&reg.mirror_url(&unique_repo("tls"))).unwrap();
     rt().block_on(async {
         assert!(client_for(&reg).list_tags(&r).await.unwrap().is_empty());
         let e = client().list_tags(&r).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
         assert!(e.to_string().contains("ssl_certs"), "{e}");
-        let mut o = ClientOptions::default();
-        o.verify_tls = false;
-        assert!(Client::new(o).unwrap().list_tags(&r).await.unwrap().is_empty());
+        let o = ClientOptions {
+            verify_tls: false,
+            ..ClientOptions::default()
+        };
+        assert!(Client::new(o)
+            .unwrap()
+            .list_tags(&r)
+            .await
+            .unwrap()
+            .is_empty());
     });
 }
 
 #[test]
 fn basic_auth() {
-    let Some(reg) = TestRegistry::tls_auth() else { return };
+    let Some(reg) = TestRegistry::tls_auth() else {
+        return;
+    };
     let repo = unique_repo("auth");
     let r = Reference::parse(&reg.mirror_url(&repo)).unwrap();
     let (_, password) = reg.credentials().unwrap();
@@ -264,12 +384,17 @@ fn basic_auth() {
     rt().block_on(async {
         let c = client_for(&reg);
         let d = Digest::of_bytes(b"x");
-        assert!(c.upload_blob(&r, &BlobSource::Bytes(Bytes::from_static(b"x")), &d, false).await.unwrap());
+        assert!(c
+            .upload_blob(&r, &BlobSource::Bytes(Bytes::from_static(b"x")), &d, false)
+            .await
+            .unwrap());
         assert!(c.blob_exists(&r, &d).await.unwrap());
 
         // No credentials: a clear error naming the registry and what to configure.
-        let mut o = ClientOptions::default();
-        o.ca_certs = vec![reg.ca_file().unwrap()];
+        let mut o = ClientOptions {
+            ca_certs: vec![reg.ca_file().unwrap()],
+            ..ClientOptions::default()
+        };
         let anon = Client::new(o.clone()).unwrap();
         let e = anon.blob_exists(&r, &d).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
@@ -290,7 +415,9 @@ fn basic_auth() {
 
 #[test]
 fn registry_down_and_bad_manifest() {
-    let Some(mut reg) = TestRegistry::plain() else { return };
+    let Some(mut reg) = TestRegistry::plain() else {
+        return;
+    };
     let repo = unique_repo("down");
     let r = Reference::parse(&reg.mirror_url(&repo)).unwrap();
     let c = client();
@@ -299,7 +426,11 @@ fn registry_down_and_bad_manifest() {
     rt().block_on(async {
         let e = c.get_manifest(&r.with_tag("nothing")).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
-        assert!(e.to_string().contains(&format!("{}/{repo}:nothing", reg.host())), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("{}/{repo}:nothing", reg.host())),
+            "{e}"
+        );
     });
     reg.stop();
     rt().block_on(async {

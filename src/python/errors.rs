@@ -11,7 +11,9 @@ use crate::error::{Error, ErrorKind};
 fn exceptions_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
     MODULE
-        .get_or_try_init(py, || py.import("spack_oci_rs.exceptions").map(Bound::unbind))
+        .get_or_try_init(py, || {
+            py.import("spack_oci_rs.exceptions").map(Bound::unbind)
+        })
         .map(|m| m.bind(py))
 }
 

@@ -27,8 +27,12 @@ pub(crate) fn parse_digest(py: Python<'_>, s: &str) -> PyResult<Digest> {
 
 /// A JSON-compatible Python object as a serde value (via `json.dumps`, keeping key order).
 pub(crate) fn to_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    let text: String = py.import("json")?.call_method1("dumps", (obj,))?.extract()?;
-    serde_json::from_str(&text).map_err(|e| PyTypeError::new_err(format!("not JSON-compatible: {e}")))
+    let text: String = py
+        .import("json")?
+        .call_method1("dumps", (obj,))?
+        .extract()?;
+    serde_json::from_str(&text)
+        .map_err(|e| PyTypeError::new_err(format!("not JSON-compatible: {e}")))
 }
 
 /// A serde value as a Python object (via `json.loads`).
@@ -37,13 +41,20 @@ pub(crate) fn from_value(py: Python<'_>, v: &Value) -> PyResult<Py<PyAny>> {
 }
 
 pub(crate) fn from_json_bytes(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
-    Ok(py.import("json")?.call_method1("loads", (PyBytes::new(py, b),))?.unbind())
+    Ok(py
+        .import("json")?
+        .call_method1("loads", (PyBytes::new(py, b),))?
+        .unbind())
 }
 
 /// All tags of the repository of `ref`, sorted, following `Link` pagination.
 #[pyfunction]
 #[pyo3(signature = (r#ref, *, client = None))]
-fn list_tags(py: Python<'_>, r#ref: &str, client: Option<&Bound<'_, Client>>) -> PyResult<Vec<String>> {
+fn list_tags(
+    py: Python<'_>,
+    r#ref: &str,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Vec<String>> {
     let reference = parse_ref(py, r#ref)?;
     let c = client_for(py, client)?;
     block_on(py, async move { c.list_tags(&reference).await })?.into_py_result(py)
@@ -52,7 +63,12 @@ fn list_tags(py: Python<'_>, r#ref: &str, client: Option<&Bound<'_, Client>>) ->
 /// Whether the blob exists in the repository of `ref`.
 #[pyfunction]
 #[pyo3(signature = (r#ref, digest, *, client = None))]
-fn blob_exists(py: Python<'_>, r#ref: &str, digest: &str, client: Option<&Bound<'_, Client>>) -> PyResult<bool> {
+fn blob_exists(
+    py: Python<'_>,
+    r#ref: &str,
+    digest: &str,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<bool> {
     let reference = parse_ref(py, r#ref)?;
     let digest = parse_digest(py, digest)?;
     let c = client_for(py, client)?;
@@ -72,7 +88,10 @@ fn fetch_blob(
     let reference = parse_ref(py, r#ref)?;
     let digest = parse_digest(py, digest)?;
     let c = client_for(py, client)?;
-    let out = block_on(py, async move { c.fetch_blob(&reference, &digest, &dest).await })?;
+    let out = block_on(
+        py,
+        async move { c.fetch_blob(&reference, &digest, &dest).await },
+    )?;
     out.map(|o| o.size).into_py_result(py)
 }
 
@@ -92,7 +111,10 @@ impl FetchResult {
     fn __repr__(&self) -> String {
         format!(
             "FetchResult(digest={:?}, dest={:?}, ok={}, size={:?})",
-            self.digest, self.dest, self.ok, self.size
+            self.digest,
+            self.dest.display().to_string(),
+            self.ok,
+            self.size
         )
     }
 }
@@ -122,13 +144,23 @@ fn fetch_blobs(
                 }
             }
         });
-        stream::iter(tasks.collect::<Vec<_>>()).buffered(concurrency.max(1)).collect::<Vec<_>>().await
+        stream::iter(tasks.collect::<Vec<_>>())
+            .buffered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
     })?;
     Ok(results
         .into_iter()
         .zip(requests)
         .map(|(r, (rf, d, dest))| match r {
-            Ok(size) => FetchResult { r#ref: rf, digest: d, dest, ok: true, size: Some(size), error: None },
+            Ok(size) => FetchResult {
+                r#ref: rf,
+                digest: d,
+                dest,
+                ok: true,
+                size: Some(size),
+                error: None,
+            },
             Err(e) => FetchResult {
                 r#ref: rf,
                 digest: d,
@@ -202,14 +234,19 @@ fn upload_manifest(
         let v = to_value(py, manifest)?;
         (to_compact_json(&v), v)
     };
-    let media_type = match media_type.or_else(|| json.get("mediaType").and_then(Value::as_str).map(str::to_string)) {
-        Some(m) => m,
-        None => {
-            return Err(to_pyerr(py, &crate::Error::invalid_input("the manifest has no mediaType; pass media_type=")))
-        }
+    let Some(media_type) = media_type.or_else(|| {
+        json.get("mediaType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }) else {
+        let e = crate::Error::invalid_input("the manifest has no mediaType; pass media_type=");
+        return Err(to_pyerr(py, &e));
     };
     let c = client_for(py, client)?;
-    let out = block_on(py, async move { c.put_manifest(&reference, Bytes::from(bytes), &media_type, !tag).await })?;
+    let out = block_on(py, async move {
+        c.put_manifest(&reference, Bytes::from(bytes), &media_type, !tag)
+            .await
+    })?;
     out.map(|(d, s)| (d.to_string(), s)).into_py_result(py)
 }
 
@@ -226,9 +263,14 @@ fn get_manifest_and_config(
     let reference = parse_ref(py, r#ref)?;
     let c = client_for(py, client)?;
     let arch = architecture.to_string();
-    let im = block_on(py, async move { c.get_manifest_and_config(&reference, &arch, recurse).await })?
-        .into_py_result(py)?;
-    Ok((from_json_bytes(py, &im.manifest.bytes)?, from_json_bytes(py, &im.config_bytes)?))
+    let im = block_on(py, async move {
+        c.get_manifest_and_config(&reference, &arch, recurse).await
+    })?
+    .into_py_result(py)?;
+    Ok((
+        from_json_bytes(py, &im.manifest.bytes)?,
+        from_json_bytes(py, &im.config_bytes)?,
+    ))
 }
 
 /// Copy the layers of `src` (for `architecture`) missing in `dst`; returns the base
@@ -245,8 +287,10 @@ fn copy_missing_layers(
     let (s, d) = (parse_ref(py, src)?, parse_ref(py, dst)?);
     let c = client_for(py, client)?;
     let arch = architecture.to_string();
-    let (m, cfg) = block_on(py, async move { crate::push::copy_missing_layers(&c, &s, &d, &arch).await })?
-        .into_py_result(py)?;
+    let (m, cfg) = block_on(py, async move {
+        crate::push::copy_missing_layers(&c, &s, &d, &arch).await
+    })?
+    .into_py_result(py)?;
     Ok((from_value(py, &m)?, from_value(py, &cfg)?))
 }
 
@@ -273,7 +317,11 @@ fn build_index(
 ) -> PyResult<IndexConfigs> {
     let reference = parse_ref(py, r#ref)?;
     let previous: Option<HashMap<String, Digest>> = previous
-        .map(|p| p.into_iter().map(|(t, d)| Ok((t, Digest::parse(&d)?))).collect::<crate::Result<_>>())
+        .map(|p| {
+            p.into_iter()
+                .map(|(t, d)| Ok((t, Digest::parse(&d)?)))
+                .collect::<crate::Result<_>>()
+        })
         .transpose()
         .into_py_result(py)?;
     let c = client_for(py, client)?;
@@ -284,7 +332,11 @@ fn build_index(
     let configs = PyList::empty(py);
     for sc in &out.configs {
         let cfg = from_json_bytes(py, &sc.config)?;
-        configs.append((PyString::new(py, &sc.tag), sc.manifest_digest.to_string(), cfg))?;
+        configs.append((
+            PyString::new(py, &sc.tag),
+            sc.manifest_digest.to_string(),
+            cfg,
+        ))?;
     }
     Ok(IndexConfigs {
         configs: configs.unbind(),
@@ -298,18 +350,27 @@ fn build_index(
 /// manifest digest.
 #[pyfunction]
 #[pyo3(signature = (r#ref, index, *, client = None))]
-fn upload_index(py: Python<'_>, r#ref: &str, index: &Bound<'_, PyAny>, client: Option<&Bound<'_, Client>>) -> PyResult<String> {
+fn upload_index(
+    py: Python<'_>,
+    r#ref: &str,
+    index: &Bound<'_, PyAny>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<String> {
     let reference = parse_ref(py, r#ref)?;
     let data = if let Ok(b) = index.cast::<PyBytes>() {
         Bytes::copy_from_slice(b.as_bytes())
     } else {
         let p: PathBuf = index.extract()?;
-        Bytes::from(std::fs::read(&p).map_err(|e| to_pyerr(py, &crate::Error::io("reading", &p, &e)))?)
+        Bytes::from(
+            std::fs::read(&p).map_err(|e| to_pyerr(py, &crate::Error::io("reading", &p, &e)))?,
+        )
     };
     let c = client_for(py, client)?;
-    block_on(py, async move { crate::index::upload_index(&c, &reference, data).await })?
-        .map(|d| d.to_string())
-        .into_py_result(py)
+    block_on(py, async move {
+        crate::index::upload_index(&c, &reference, data).await
+    })?
+    .map(|d| d.to_string())
+    .into_py_result(py)
 }
 
 /// The current `index.spack`: (layer digest, bytes), or None when there is none. With
@@ -325,8 +386,10 @@ fn fetch_index(
     let reference = parse_ref(py, r#ref)?;
     let known = known.map(|k| parse_digest(py, k)).transpose()?;
     let c = client_for(py, client)?;
-    let out = block_on(py, async move { crate::index::fetch_index(&c, &reference, known.as_ref()).await })?
-        .into_py_result(py)?;
+    let out = block_on(py, async move {
+        crate::index::fetch_index(&c, &reference, known.as_ref()).await
+    })?
+    .into_py_result(py)?;
     Ok(out.map(|(d, b)| (d.to_string(), b.map(|b| PyBytes::new(py, &b).unbind()))))
 }
 
@@ -344,7 +407,10 @@ pub struct PrefetchResult {
 #[pymethods]
 impl PrefetchResult {
     fn __repr__(&self) -> String {
-        format!("PrefetchResult(ref={:?}, ok={}, downloaded={})", self.r#ref, self.ok, self.downloaded)
+        format!(
+            "PrefetchResult(ref={:?}, ok={}, downloaded={})",
+            self.r#ref, self.ok, self.downloaded
+        )
     }
 }
 
@@ -359,9 +425,14 @@ fn prefetch_images(
     concurrency: usize,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<PrefetchResult>> {
-    let parsed: Vec<Reference> = refs.iter().map(|r| parse_ref(py, r)).collect::<PyResult<_>>()?;
+    let parsed: Vec<Reference> = refs
+        .iter()
+        .map(|r| parse_ref(py, r))
+        .collect::<PyResult<_>>()?;
     let c = client_for(py, client)?;
-    let results = block_on(py, async { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await })?;
+    let results = block_on(py, async {
+        crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await
+    })?;
     Ok(results
         .into_iter()
         .zip(refs)

@@ -14,7 +14,10 @@ use super::ops::{parse_digest, parse_ref, to_value};
 use super::runtime::block_on;
 use super::{client_for, Client};
 use crate::digest::Digest;
-use crate::push::{self as core, BuildinfoFn, ItemStatus, LayerInfo, LayerSource, Progress, PushItem as CoreItem, PushOptions, PushPlan};
+use crate::push::{
+    self as core, BuildinfoFn, ItemStatus, LayerInfo, LayerSource, Progress, PushItem as CoreItem,
+    PushOptions, PushPlan,
+};
 use crate::tarball::{RelocationLists, TarballOptions};
 
 /// One image to push: its tag, its layer (a finished tarball or an install prefix to
@@ -73,10 +76,15 @@ impl PushItem {
         annotations: Option<Py<PyDict>>,
     ) -> PyResult<Self> {
         if tarball.is_some() && prefix.is_some() {
-            return Err(PyValueError::new_err(format!("{tag}: give either tarball= or prefix=, not both")));
+            return Err(PyValueError::new_err(format!(
+                "{tag}: give either tarball= or prefix=, not both"
+            )));
         }
         if !crate::reference::is_valid_tag(&tag) {
-            return Err(to_pyerr(py, &crate::Error::invalid_reference(format!("invalid tag {tag:?}"))));
+            return Err(to_pyerr(
+                py,
+                &crate::Error::invalid_reference(format!("invalid tag {tag:?}")),
+            ));
         }
         if let Some(d) = &diff_id {
             parse_digest(py, d)?;
@@ -101,8 +109,8 @@ impl PushItem {
 
     fn __repr__(&self) -> String {
         let layer = match (&self.tarball, &self.prefix) {
-            (Some(t), _) => format!("tarball={t:?}"),
-            (_, Some(p)) => format!("prefix={p:?}"),
+            (Some(t), _) => format!("tarball={:?}", t.display().to_string()),
+            (_, Some(p)) => format!("prefix={:?}", p.display().to_string()),
             _ => "no layer".into(),
         };
         format!("PushItem({:?}, key={:?}, {layer})", self.tag, self.key)
@@ -139,7 +147,10 @@ impl PushResult {
     }
 }
 
-fn dict_to_map(py: Python<'_>, d: Option<&Py<PyDict>>) -> PyResult<Option<serde_json::Map<String, Value>>> {
+fn dict_to_map(
+    py: Python<'_>,
+    d: Option<&Py<PyDict>>,
+) -> PyResult<Option<serde_json::Map<String, Value>>> {
     d.map(|d| match to_value(py, d.bind(py).as_any())? {
         Value::Object(m) => Ok(m),
         _ => Err(PyValueError::new_err("expected a dict")),
@@ -155,12 +166,21 @@ pub(crate) fn buildinfo_fn(buildinfo: Option<Py<PyDict>>, dump: Option<Py<PyAny>
                 Some(b) => b.bind(py).copy()?,
                 None => PyDict::new(py),
             };
-            d.set_item("relocate_binaries", PyList::new(py, &lists.relocate_binaries)?)?;
+            d.set_item(
+                "relocate_binaries",
+                PyList::new(py, &lists.relocate_binaries)?,
+            )?;
             d.set_item("relocate_links", PyList::new(py, &lists.relocate_links)?)?;
-            d.set_item("relocate_textfiles", PyList::new(py, &lists.relocate_textfiles)?)?;
+            d.set_item(
+                "relocate_textfiles",
+                PyList::new(py, &lists.relocate_textfiles)?,
+            )?;
             let out = match &dump {
                 Some(f) => f.bind(py).call1((d,))?,
-                None => py.import("json")?.call_method1("dumps", (d,))?.call_method1("encode", ("utf-8",))?,
+                None => py
+                    .import("json")?
+                    .call_method1("dumps", (d,))?
+                    .call_method1("encode", ("utf-8",))?,
             };
             if let Ok(b) = out.cast::<PyBytes>() {
                 Ok(b.as_bytes().to_vec())
@@ -183,14 +203,27 @@ fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
                     let _ = d.set_item("to_push", to_push);
                     "planned"
                 }
-                Progress::LayerDone { key, tag, digest, size, seconds } => {
+                Progress::LayerDone {
+                    key,
+                    tag,
+                    digest,
+                    size,
+                    seconds,
+                } => {
                     let _ = (d.set_item("key", key), d.set_item("tag", tag));
-                    let _ = (d.set_item("digest", digest.to_string()), d.set_item("size", size));
+                    let _ = (
+                        d.set_item("digest", digest.to_string()),
+                        d.set_item("size", size),
+                    );
                     let _ = d.set_item("seconds", seconds);
                     "layer_done"
                 }
                 Progress::LayerFailed { key, tag, error } => {
-                    let _ = (d.set_item("key", key), d.set_item("tag", tag), d.set_item("error", error));
+                    let _ = (
+                        d.set_item("key", key),
+                        d.set_item("tag", tag),
+                        d.set_item("error", error),
+                    );
                     "layer_failed"
                 }
                 Progress::ManifestDone { key, tag, digest } => {
@@ -199,7 +232,11 @@ fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
                     "manifest_done"
                 }
                 Progress::ManifestFailed { key, tag, error } => {
-                    let _ = (d.set_item("key", key), d.set_item("tag", tag), d.set_item("error", error));
+                    let _ = (
+                        d.set_item("key", key),
+                        d.set_item("tag", tag),
+                        d.set_item("error", error),
+                    );
                     "manifest_failed"
                 }
             };
@@ -249,18 +286,31 @@ fn push(
     for it in &items {
         let it = it.get();
         if !seen.insert(it.key.clone()) {
-            return Err(to_pyerr(py, &crate::Error::invalid_input(format!("duplicate item key {:?}", it.key))));
+            return Err(to_pyerr(
+                py,
+                &crate::Error::invalid_input(format!("duplicate item key {:?}", it.key)),
+            ));
         }
         let layer = if let Some(t) = &it.tarball {
             Some(LayerSource::Tarball {
                 path: t.clone(),
-                diff_id: it.diff_id.as_deref().map(|d| parse_digest(py, d)).transpose()?,
+                diff_id: it
+                    .diff_id
+                    .as_deref()
+                    .map(|d| parse_digest(py, d))
+                    .transpose()?,
             })
         } else {
             it.prefix.as_ref().map(|p| LayerSource::Prefix {
                 path: p.clone(),
-                options: TarballOptions { prefixes_to_relocate: it.prefixes_to_relocate.clone(), ..TarballOptions::default() },
-                buildinfo: buildinfo_fn(it.buildinfo.as_ref().map(|b| b.clone_ref(py)), buildinfo_dump.as_ref().map(|f| f.clone_ref(py))),
+                options: TarballOptions {
+                    prefixes_to_relocate: it.prefixes_to_relocate.clone(),
+                    ..TarballOptions::default()
+                },
+                buildinfo: buildinfo_fn(
+                    it.buildinfo.as_ref().map(|b| b.clone_ref(py)),
+                    buildinfo_dump.as_ref().map(|f| f.clone_ref(py)),
+                ),
             })
         };
         core_items.push(CoreItem {
@@ -277,9 +327,21 @@ fn push(
     }
     let mut known = HashMap::new();
     for (k, (digest, diff_id, size)) in known_layers.unwrap_or_default() {
-        known.insert(k, LayerInfo { digest: parse_digest(py, &digest)?, diff_id: parse_digest(py, &diff_id)?, size });
+        known.insert(
+            k,
+            LayerInfo {
+                digest: parse_digest(py, &digest)?,
+                diff_id: parse_digest(py, &diff_id)?,
+                size,
+            },
+        );
     }
-    let mut options = PushOptions { force, stream_layers, tmpdir, ..PushOptions::default() };
+    let mut options = PushOptions {
+        force,
+        stream_layers,
+        tmpdir,
+        ..PushOptions::default()
+    };
     if let Some(j) = jobs {
         options.jobs = j.max(1);
     }
@@ -306,7 +368,10 @@ fn push(
             relocate_binaries: r.relocation.as_ref().map(|l| l.relocate_binaries.clone()),
             relocate_links: r.relocation.as_ref().map(|l| l.relocate_links.clone()),
             relocate_textfiles: r.relocation.as_ref().map(|l| l.relocate_textfiles.clone()),
-            error: r.error.as_ref().map(|e| to_pyerr(py, e).into_value(py).into_any()),
+            error: r
+                .error
+                .as_ref()
+                .map(|e| to_pyerr(py, e).into_value(py).into_any()),
             seconds: r.layer_seconds,
             key: r.key,
             tag: r.tag,

@@ -14,7 +14,9 @@ static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 /// The runtime of this process.
 pub fn runtime() -> Arc<Runtime> {
     let pid = std::process::id();
-    let mut guard = RUNTIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut guard = RUNTIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((owner, rt)) = guard.as_ref() {
         if *owner == pid {
             return rt.clone();
@@ -27,7 +29,11 @@ pub fn runtime() -> Arc<Runtime> {
     }
     let rt = Arc::new(
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2))
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map_or(2, std::num::NonZero::get)
+                    .max(2),
+            )
             .thread_name("spack-oci-rs")
             .enable_all()
             .build()
@@ -55,10 +61,17 @@ where
                 tokio::select! {
                     out = &mut fut => return Ok(out),
                     _ = tick.tick() => {
-                        Python::attach(|py| py.check_signals())?;
+                        check_signals()?;
                     }
                 }
             }
         })
     })
+}
+
+/// Run Python's pending signal handlers (a `KeyboardInterrupt` comes back as the error).
+// The closure is needed: `Python::check_signals` as a path is not general enough.
+#[allow(clippy::redundant_closure_for_method_calls)]
+fn check_signals() -> PyResult<()> {
+    Python::attach(|py| py.check_signals())
 }

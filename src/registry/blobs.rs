@@ -30,7 +30,8 @@ pub struct FetchOutcome {
 }
 
 fn with_digest_param(mut url: url::Url, digest: &Digest) -> url::Url {
-    url.query_pairs_mut().append_pair("digest", &digest.to_string());
+    url.query_pairs_mut()
+        .append_pair("digest", &digest.to_string());
     url
 }
 
@@ -42,15 +43,27 @@ struct TempDest {
 
 impl TempDest {
     fn create(dest: &Path) -> Result<Self> {
-        let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = dest.file_name().map_or_else(|| "blob".into(), |n| n.to_string_lossy().into_owned());
-        let path = dir.join(format!(".{name}.{}.{}.part", std::process::id(), rand::random::<u32>()));
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = dest
+            .file_name()
+            .map_or_else(|| "blob".into(), |n| n.to_string_lossy().into_owned());
+        let path = dir.join(format!(
+            ".{name}.{}.{}.part",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("creating", &path, &e))?;
-        Ok(Self { path, file: Some(file) })
+        Ok(Self {
+            path,
+            file: Some(file),
+        })
     }
 
     fn file(&mut self) -> &mut std::fs::File {
@@ -59,12 +72,15 @@ impl TempDest {
 
     fn truncate(&mut self) -> Result<()> {
         let f = self.file();
-        f.set_len(0).and_then(|()| std::io::Seek::rewind(f)).map_err(|e| Error::io("truncating", &self.path, &e))
+        f.set_len(0)
+            .and_then(|()| std::io::Seek::rewind(f))
+            .map_err(|e| Error::io("truncating", &self.path, &e))
     }
 
     fn persist(mut self, dest: &Path) -> Result<()> {
         let f = self.file.take().expect("open temp file");
-        f.sync_all().map_err(|e| Error::io("syncing", &self.path, &e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("syncing", &self.path, &e))?;
         drop(f);
         std::fs::rename(&self.path, dest).map_err(|e| Error::io("renaming download to", dest, &e))
     }
@@ -82,7 +98,13 @@ impl Client {
     /// HEAD a blob: `true` if present, `false` on 404.
     pub async fn blob_exists(&self, reference: &Reference, digest: &Digest) -> Result<bool> {
         let what = format!("checking blob {digest} in {}", reference.repository());
-        let req = super::request(reference, Method::HEAD, reference.blob_url(digest), false, &what);
+        let req = super::request(
+            reference,
+            Method::HEAD,
+            reference.blob_url(digest),
+            false,
+            &what,
+        );
         let resp = self.send(&req).await?;
         match resp.status().as_u16() {
             200 => Ok(true),
@@ -99,7 +121,13 @@ impl Client {
         limit: usize,
     ) -> Result<Bytes> {
         let what = format!("fetching blob {digest} from {}", reference.repository());
-        let req = super::request(reference, Method::GET, reference.blob_url(digest), false, &what);
+        let req = super::request(
+            reference,
+            Method::GET,
+            reference.blob_url(digest),
+            false,
+            &what,
+        );
         let resp = self.send(&req).await?;
         if resp.status().as_u16() != 200 {
             return Err(error_from_response(resp, &what).await);
@@ -134,8 +162,13 @@ impl Client {
         let mut attempt = 1;
         loop {
             let offset = hasher.count();
-            let mut req: Request =
-                super::request(reference, Method::GET, reference.blob_url(digest), false, &what);
+            let mut req: Request = super::request(
+                reference,
+                Method::GET,
+                reference.blob_url(digest),
+                false,
+                &what,
+            );
             if offset > 0 {
                 req = req.header(RANGE, &format!("bytes={offset}-"));
             }
@@ -158,7 +191,9 @@ impl Client {
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| transport_error(&what, &e))?;
                     hasher.update(&chunk);
-                    tmp.file().write_all(&chunk).map_err(|e| Error::io("writing", dest, &e))?;
+                    tmp.file()
+                        .write_all(&chunk)
+                        .map_err(|e| Error::io("writing", dest, &e))?;
                 }
                 Ok(())
             }
@@ -180,7 +215,10 @@ impl Client {
         if actual != *digest {
             return Err(Error::new(
                 ErrorKind::DigestMismatch,
-                format!("{what}: received {size} bytes with digest {actual}; nothing was written to {}", dest.display()),
+                format!(
+                    "{what}: received {size} bytes with digest {actual}; nothing was written to {}",
+                    dest.display()
+                ),
             ));
         }
         tmp.persist(dest)?;
@@ -216,8 +254,13 @@ impl Client {
         let body = match source {
             BlobSource::Bytes(b) => Body::Bytes(b.clone()),
             BlobSource::File(path) => {
-                let len = std::fs::metadata(path).map_err(|e| Error::io("reading", path, &e))?.len();
-                Body::File { path: path.clone(), len }
+                let len = std::fs::metadata(path)
+                    .map_err(|e| Error::io("reading", path, &e))?
+                    .len();
+                Body::File {
+                    path: path.clone(),
+                    len,
+                }
             }
         };
         // A failed PUT cannot be re-sent to the same session: restart from POST.
@@ -284,7 +327,13 @@ impl Client {
             Some(l) => super::resolve_location(reference, &l)?,
             None => location_fallback(reference, &req.url)?,
         };
-        let req = super::request(reference, Method::PUT, with_digest_param(next, &digest).to_string(), true, what);
+        let req = super::request(
+            reference,
+            Method::PUT,
+            with_digest_param(next, &digest).to_string(),
+            true,
+            what,
+        );
         let resp = self.send_no_retry(&req).await?;
         if resp.status().as_u16() != 201 {
             return Err(error_from_response(resp, what).await);
@@ -294,13 +343,25 @@ impl Client {
 
     /// Try a cross-repository mount of `digest` from `from` into `reference` (same
     /// registry). Returns `true` if the registry mounted it.
-    pub async fn mount_blob(&self, reference: &Reference, digest: &Digest, from: &Reference) -> Result<bool> {
-        let what = format!("mounting blob {digest} from {} into {}", from.repository(), reference.repository());
+    pub async fn mount_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        from: &Reference,
+    ) -> Result<bool> {
+        let what = format!(
+            "mounting blob {digest} from {} into {}",
+            from.repository(),
+            reference.repository()
+        );
         let mut url = url::Url::parse(&reference.uploads_url())
             .map_err(|e| Error::invalid_reference(format!("{reference}: {e}")))?;
-        url.query_pairs_mut().append_pair("mount", &digest.to_string()).append_pair("from", &from.name);
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", &from.name);
         let mut req = super::request(reference, Method::POST, url.to_string(), true, &what);
-        req.scopes.push(crate::transport::auth::Scope::pull(&from.name));
+        req.scopes
+            .push(crate::transport::auth::Scope::pull(&from.name));
         let resp = self.send(&req).await?;
         match resp.status().as_u16() {
             201 => Ok(true),
@@ -309,7 +370,8 @@ impl Client {
                 if let Some(loc) = resp.header("location").map(str::to_string) {
                     drop(resp);
                     if let Ok(u) = super::resolve_location(reference, &loc) {
-                        let del = super::request(reference, Method::DELETE, u.to_string(), true, &what);
+                        let del =
+                            super::request(reference, Method::DELETE, u.to_string(), true, &what);
                         let _ = self.send_no_retry(&del).await;
                     }
                 }
@@ -321,11 +383,24 @@ impl Client {
 
     /// Copy a blob from `src` to `dst`: mount when both are on one registry, else stream the
     /// download straight into a monolithic upload (the registry verifies the digest).
-    pub async fn copy_blob(&self, src: &Reference, dst: &Reference, digest: &Digest, size: u64) -> Result<()> {
-        if src.domain == dst.domain && src.scheme == dst.scheme && self.mount_blob(dst, digest, src).await? {
+    pub async fn copy_blob(
+        &self,
+        src: &Reference,
+        dst: &Reference,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        if src.domain == dst.domain
+            && src.scheme == dst.scheme
+            && self.mount_blob(dst, digest, src).await?
+        {
             return Ok(());
         }
-        let what = format!("copying blob {digest} from {} to {}", src.repository(), dst.repository());
+        let what = format!(
+            "copying blob {digest} from {} to {}",
+            src.repository(),
+            dst.repository()
+        );
         let policy = self.options().retry.clone();
         let start = std::time::Instant::now();
         let mut attempt = 1;
@@ -337,9 +412,15 @@ impl Client {
                     return Err(error_from_response(resp, &what).await);
                 }
                 let location = self.start_upload(dst, &what).await?;
-                let put = super::request(dst, Method::PUT, with_digest_param(location, digest).to_string(), true, &what)
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(reqwest::header::CONTENT_LENGTH, &size.to_string());
+                let put = super::request(
+                    dst,
+                    Method::PUT,
+                    with_digest_param(location, digest).to_string(),
+                    true,
+                    &what,
+                )
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(reqwest::header::CONTENT_LENGTH, &size.to_string());
                 let body = reqwest::Body::wrap_stream(resp.inner.bytes_stream());
                 let resp = self.send_stream(&put, body).await?;
                 if resp.status().as_u16() != 201 {

@@ -42,7 +42,8 @@ pub struct ImageManifest {
 }
 
 fn field<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a Value> {
-    v.get(key).ok_or_else(|| Error::invalid_response(format!("{what}: no \"{key}\" field")))
+    v.get(key)
+        .ok_or_else(|| Error::invalid_response(format!("{what}: no \"{key}\" field")))
 }
 
 impl Descriptor {
@@ -58,7 +59,11 @@ impl Descriptor {
         let size = field(v, "size", what)?
             .as_u64()
             .ok_or_else(|| Error::invalid_response(format!("{what}: size is not a number")))?;
-        Ok(Self { media_type, digest, size })
+        Ok(Self {
+            media_type,
+            digest,
+            size,
+        })
     }
 }
 
@@ -66,7 +71,10 @@ impl Manifest {
     /// The config descriptor of an image manifest.
     pub fn config(&self) -> Result<Descriptor> {
         let what = format!("manifest {}", self.digest);
-        Descriptor::from_json(field(&self.json, "config", &what)?, &format!("{what} config"))
+        Descriptor::from_json(
+            field(&self.json, "config", &what)?,
+            &format!("{what} config"),
+        )
     }
 
     /// The layer descriptors of an image manifest.
@@ -135,8 +143,12 @@ fn python_float_repr(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
-    } else if f == f.trunc() && f.abs() < 1e16 {
+        if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
+    } else if f.fract() == 0.0 && f.abs() < 1e16 {
         format!("{f:.1}")
     } else {
         // Shortest round-trip representation, like Python's repr.
@@ -180,8 +192,14 @@ impl Client {
     /// against the digest when pinned.
     pub async fn get_manifest(&self, reference: &Reference) -> Result<Manifest> {
         let what = format!("fetching manifest {reference}");
-        let req = super::request(reference, Method::GET, reference.manifest_url(), false, &what)
-            .header(ACCEPT, &media_types::accept_all());
+        let req = super::request(
+            reference,
+            Method::GET,
+            reference.manifest_url(),
+            false,
+            &what,
+        )
+        .header(ACCEPT, &media_types::accept_all());
         let resp = self.send(&req).await?;
         if resp.status().as_u16() != 200 {
             return Err(error_from_response(resp, &what).await);
@@ -209,19 +227,27 @@ impl Client {
             Error::invalid_response(format!("{what}: the manifest is not JSON: {e}{hint}"))
         })?;
         let body_type = json.get("mediaType").and_then(Value::as_str).unwrap_or("");
-        let media_type = if media_types::is_manifest(&content_type)
-            || media_types::is_index(&content_type)
-        {
-            content_type
-        } else if media_types::is_manifest(body_type) || media_types::is_index(body_type) {
-            body_type.to_string()
-        } else {
-            return Err(Error::invalid_response(format!(
-                "{what}: unknown manifest media type {:?}",
-                if content_type.is_empty() { body_type } else { &content_type }
-            )));
-        };
-        Ok(Manifest { media_type, digest, bytes, json })
+        let media_type =
+            if media_types::is_manifest(&content_type) || media_types::is_index(&content_type) {
+                content_type
+            } else if media_types::is_manifest(body_type) || media_types::is_index(body_type) {
+                body_type.to_string()
+            } else {
+                return Err(Error::invalid_response(format!(
+                    "{what}: unknown manifest media type {:?}",
+                    if content_type.is_empty() {
+                        body_type
+                    } else {
+                        &content_type
+                    }
+                )));
+            };
+        Ok(Manifest {
+            media_type,
+            digest,
+            bytes,
+            json,
+        })
     }
 
     /// PUT a manifest (exact bytes) under the reference's tag, or under its digest when
@@ -234,7 +260,11 @@ impl Client {
         by_digest: bool,
     ) -> Result<(Digest, u64)> {
         let digest = Digest::of_bytes(&bytes);
-        let target = if by_digest { digest.to_string() } else { reference.tag.clone() };
+        let target = if by_digest {
+            digest.to_string()
+        } else {
+            reference.tag.clone()
+        };
         let what = format!("uploading manifest {}:{target}", reference.repository());
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(Error::invalid_input(format!(
@@ -293,9 +323,13 @@ impl Client {
                 )));
             }
             depth -= 1;
-            let entries = m.json.get("manifests").and_then(Value::as_array).ok_or_else(|| {
-                Error::invalid_response(format!("{reference}: index has no manifests list"))
-            })?;
+            let entries = m
+                .json
+                .get("manifests")
+                .and_then(Value::as_array)
+                .ok_or_else(|| {
+                    Error::invalid_response(format!("{reference}: index has no manifests list"))
+                })?;
             let entry = entries
                 .iter()
                 .find(|e| {
@@ -312,14 +346,20 @@ impl Client {
             reference = reference.with_digest(d.digest);
         };
         let config_desc = manifest.config()?;
-        let config_bytes = self.fetch_blob_bytes(&reference, &config_desc.digest, MAX_CONFIG_SIZE).await?;
+        let config_bytes = self
+            .fetch_blob_bytes(&reference, &config_desc.digest, MAX_CONFIG_SIZE)
+            .await?;
         let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
             Error::invalid_response(format!(
                 "{reference}: config {} is not JSON: {e}",
                 config_desc.digest
             ))
         })?;
-        Ok(ImageManifest { manifest, config, config_bytes })
+        Ok(ImageManifest {
+            manifest,
+            config,
+            config_bytes,
+        })
     }
 }
 

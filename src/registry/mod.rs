@@ -24,7 +24,11 @@ pub(crate) fn request(
     let mut r = Request::new(method, url, what);
     r.host.clone_from(&reference.domain);
     r.scheme = reference.scheme;
-    r.scopes = vec![if push { Scope::push(&reference.name) } else { Scope::pull(&reference.name) }];
+    r.scopes = vec![if push {
+        Scope::push(&reference.name)
+    } else {
+        Scope::pull(&reference.name)
+    }];
     r
 }
 

@@ -10,6 +10,11 @@ use crate::Error;
 /// Tag lists are capped at this size per page.
 pub const MAX_TAG_PAGE: usize = 16 * 1024 * 1024;
 
+#[derive(serde::Deserialize)]
+struct TagList {
+    tags: Option<Vec<String>>,
+}
+
 /// Find the `rel="next"` target of a `Link` header.
 pub fn parse_link_next(header: &str) -> Option<String> {
     for part in header.split(',') {
@@ -64,15 +69,13 @@ impl Client {
             }
             let link = resp.header("link").map(str::to_string);
             let body = resp.bytes_limited(MAX_TAG_PAGE, &what).await?;
-            #[derive(serde::Deserialize)]
-            struct TagList {
-                tags: Option<Vec<String>>,
-            }
             let page: TagList = serde_json::from_slice(&body).map_err(|e| {
                 Error::invalid_response(format!("{what}: {url} did not return a tag list: {e}"))
             })?;
             tags.extend(page.tags.unwrap_or_default());
-            let Some(next) = link.as_deref().and_then(parse_link_next) else { break };
+            let Some(next) = link.as_deref().and_then(parse_link_next) else {
+                break;
+            };
             let next_url = super::resolve_location(reference, &next)?;
             // Never follow a link that would downgrade https to http.
             if next_url.scheme() != reference.scheme.as_str() {

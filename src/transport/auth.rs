@@ -17,19 +17,29 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
-        Self { username: username.into(), password: password.into() }
+        Self {
+            username: username.into(),
+            password: password.into(),
+        }
     }
 
     /// The value of an `Authorization: Basic …` header.
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials(username={:?}, password=<redacted>)", self.username)
+        write!(
+            f,
+            "Credentials(username={:?}, password=<redacted>)",
+            self.username
+        )
     }
 }
 
@@ -86,7 +96,10 @@ pub struct Challenge {
 
 impl Challenge {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -149,20 +162,20 @@ pub fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
             }
         } else {
             // A new challenge: `scheme [param, …]`.
-            out.push(Challenge { scheme: tok.to_ascii_lowercase(), params: Vec::new() });
+            out.push(Challenge {
+                scheme: tok.to_ascii_lowercase(),
+                params: Vec::new(),
+            });
             // A token68 (`Negotiate abc==`) or the first auth-param?
             let save = i;
             let t68 = read_token(&mut i);
             let mut j = i;
             skip_ws(&mut j);
-            let is_param = !t68.is_empty()
-                && j < s.len()
-                && s[j] == b'='
-                && {
-                    let mut k = j + 1;
-                    skip_ws(&mut k);
-                    k < s.len() && s[k] != b'=' && s[k] != b','
-                };
+            let is_param = !t68.is_empty() && j < s.len() && s[j] == b'=' && {
+                let mut k = j + 1;
+                skip_ws(&mut k);
+                k < s.len() && s[k] != b'=' && s[k] != b','
+            };
             if is_param || t68.is_empty() {
                 i = save;
             } else {
@@ -184,11 +197,17 @@ pub struct Scope {
 
 impl Scope {
     pub fn pull(repository: &str) -> Self {
-        Self { repository: repository.to_string(), push: false }
+        Self {
+            repository: repository.to_string(),
+            push: false,
+        }
     }
 
     pub fn push(repository: &str) -> Self {
-        Self { repository: repository.to_string(), push: true }
+        Self {
+            repository: repository.to_string(),
+            push: true,
+        }
     }
 
     /// `repository:<name>:pull` or `repository:<name>:pull,push`.
@@ -205,7 +224,10 @@ impl Scope {
 #[derive(Clone, Debug)]
 pub enum HostAuth {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -214,13 +236,16 @@ struct CachedToken {
     expires: Option<Instant>,
 }
 
+/// Tokens are cached per registry host and set of scopes.
+type TokenKey = (String, Vec<Scope>);
+
 /// Token cache shared by all transfers of one client: per registry and scope set.
 #[derive(Default)]
 pub struct AuthCache {
     hosts: Mutex<HashMap<String, HostAuth>>,
-    tokens: Mutex<HashMap<(String, Vec<Scope>), CachedToken>>,
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
     /// One async lock per (host, scopes) so concurrent requests fetch a token once.
-    locks: Mutex<HashMap<(String, Vec<Scope>), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<TokenKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Tokens without `expires_in` live 60 s (the token spec's default).
@@ -232,7 +257,10 @@ impl AuthCache {
     }
 
     pub fn set_host_auth(&self, host: &str, auth: HostAuth) {
-        self.hosts.lock().expect("auth lock").insert(host.to_string(), auth);
+        self.hosts
+            .lock()
+            .expect("auth lock")
+            .insert(host.to_string(), auth);
     }
 
     pub fn token(&self, host: &str, scopes: &[Scope]) -> Option<String> {
@@ -248,10 +276,13 @@ impl AuthCache {
 
     pub fn store_token(&self, host: &str, scopes: &[Scope], header: String, lifetime: Duration) {
         let key = (host.to_string(), scopes.to_vec());
-        self.tokens
-            .lock()
-            .expect("auth lock")
-            .insert(key, CachedToken { header, expires: Some(Instant::now() + lifetime) });
+        self.tokens.lock().expect("auth lock").insert(
+            key,
+            CachedToken {
+                header,
+                expires: Some(Instant::now() + lifetime),
+            },
+        );
     }
 
     /// Forget a token the registry rejected, unless another task already replaced it.
@@ -265,7 +296,12 @@ impl AuthCache {
 
     pub fn lock_for(&self, host: &str, scopes: &[Scope]) -> Arc<tokio::sync::Mutex<()>> {
         let key = (host.to_string(), scopes.to_vec());
-        self.locks.lock().expect("auth lock").entry(key).or_default().clone()
+        self.locks
+            .lock()
+            .expect("auth lock")
+            .entry(key)
+            .or_default()
+            .clone()
     }
 }
 
@@ -322,7 +358,10 @@ mod tests {
         assert_eq!(cache.token("h", &pull).as_deref(), Some("Bearer p"));
         assert!(cache.token("h", &push).is_none());
         cache.store_token("h", &push, "Bearer q".into(), Duration::from_secs(1));
-        assert!(cache.token("h", &push).is_none(), "expires within the safety margin");
+        assert!(
+            cache.token("h", &push).is_none(),
+            "expires within the safety margin"
+        );
         cache.invalidate("h", &pull, "Bearer other");
         assert!(cache.token("h", &pull).is_some());
         cache.invalidate("h", &pull, "Bearer p");

@@ -68,7 +68,10 @@ pub enum Body {
     Empty,
     Bytes(Bytes),
     /// A whole file, reopened for every attempt.
-    File { path: PathBuf, len: u64 },
+    File {
+        path: PathBuf,
+        len: u64,
+    },
 }
 
 /// One request to a registry.
@@ -140,7 +143,12 @@ impl Response {
             }
         }
         let mut buf = Vec::new();
-        while let Some(chunk) = self.inner.chunk().await.map_err(|e| transport_error(what, &e))? {
+        while let Some(chunk) = self
+            .inner
+            .chunk()
+            .await
+            .map_err(|e| transport_error(what, &e))?
+        {
             if buf.len() + chunk.len() > limit {
                 return Err(Error::invalid_response(format!(
                     "{what}: response exceeds the limit of {limit} bytes"
@@ -249,7 +257,9 @@ impl Client {
         limits
             .entry(host.to_string())
             .or_insert_with(|| {
-                Arc::new(Semaphore::new(self.inner.opts.max_concurrency_per_registry.max(1)))
+                Arc::new(Semaphore::new(
+                    self.inner.opts.max_concurrency_per_registry.max(1),
+                ))
             })
             .clone()
     }
@@ -329,10 +339,18 @@ impl Client {
                 req.host
             )
         };
-        let scope = req.scopes.iter().map(Scope::as_param).collect::<Vec<_>>().join(" ");
+        let scope = req
+            .scopes
+            .iter()
+            .map(Scope::as_param)
+            .collect::<Vec<_>>()
+            .join(" ");
         Error::http(
             ErrorKind::Authentication,
-            format!("{}: failed to log in to {} (scope {scope}): {why}; {hint}", req.what, req.host),
+            format!(
+                "{}: failed to log in to {} (scope {scope}): {why}; {hint}",
+                req.what, req.host
+            ),
             401,
             Vec::new(),
         )
@@ -343,7 +361,10 @@ impl Client {
             let realm = b.param("realm").ok_or_else(|| {
                 Error::new(
                     ErrorKind::Authentication,
-                    format!("{}: bearer challenge from {} has no realm", req.what, req.host),
+                    format!(
+                        "{}: bearer challenge from {} has no realm",
+                        req.what, req.host
+                    ),
                 )
             })?;
             self.inner.auth.set_host_auth(
@@ -365,7 +386,11 @@ impl Client {
                     "{}: {} asks for an authentication method we cannot use ({})",
                     req.what,
                     req.host,
-                    if schemes.is_empty() { "none given".to_string() } else { schemes.join(", ") }
+                    if schemes.is_empty() {
+                        "none given".to_string()
+                    } else {
+                        schemes.join(", ")
+                    }
                 ),
                 401,
                 Vec::new(),
@@ -391,9 +416,12 @@ impl Client {
                     return Ok(Some(t));
                 }
                 let _ = after_challenge;
-                let (header, lifetime) =
-                    self.fetch_token(req, &realm, service.as_deref(), creds.as_ref()).await?;
-                self.inner.auth.store_token(&req.host, &req.scopes, header.clone(), lifetime);
+                let (header, lifetime) = self
+                    .fetch_token(req, &realm, service.as_deref(), creds.as_ref())
+                    .await?;
+                self.inner
+                    .auth
+                    .store_token(&req.host, &req.scopes, header.clone(), lifetime);
                 Ok(Some(header))
             }
         }
@@ -409,11 +437,16 @@ impl Client {
         let mut url = url::Url::parse(realm).map_err(|e| {
             Error::new(
                 ErrorKind::Authentication,
-                format!("{}: invalid token realm {realm:?} from {}: {e}", req.what, req.host),
+                format!(
+                    "{}: invalid token realm {realm:?} from {}: {e}",
+                    req.what, req.host
+                ),
             )
         })?;
         let realm_is_loopback = url.host_str().is_some_and(|h| {
-            h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
         });
         if url.scheme() != "https" && !(req.scheme == Scheme::Http && realm_is_loopback) {
             return Err(Error::new(
@@ -438,7 +471,11 @@ impl Client {
         if let Some(c) = creds {
             rb = rb.header(AUTHORIZATION, c.basic_header());
         }
-        let what = format!("{}: requesting a token from {}", req.what, url.origin().ascii_serialization());
+        let what = format!(
+            "{}: requesting a token from {}",
+            req.what,
+            url.origin().ascii_serialization()
+        );
         let resp = rb.send().await.map_err(|e| transport_error(&what, &e))?;
         let status = resp.status();
         if !status.is_success() {
@@ -492,7 +529,9 @@ impl Client {
     /// request's scopes must already be known (an earlier request of the same upload got it).
     pub async fn send_stream(&self, req: &Request, body: reqwest::Body) -> Result<Response> {
         let header = self.auth_header(req, false).await?;
-        let resp = self.send_once_with(req, header.as_deref(), Some(body)).await?;
+        let resp = self
+            .send_once_with(req, header.as_deref(), Some(body))
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(self.login_error(req, "the registry rejected the credentials"));
         }
@@ -514,31 +553,47 @@ impl Client {
             .acquire_owned()
             .await
             .map_err(|_| Error::cancelled())?;
-        let mut rb = self.inner.http.request(req.method.clone(), &req.url).headers(req.headers.clone());
+        let mut rb = self
+            .inner
+            .http
+            .request(req.method.clone(), &req.url)
+            .headers(req.headers.clone());
         if let Some(a) = auth {
             rb = rb.header(AUTHORIZATION, a);
         }
         rb = match (&req.body, stream) {
             (_, Some(body)) => rb.body(body),
             (Body::Empty, None) => {
-                if req.method == Method::POST || req.method == Method::PUT || req.method == Method::PATCH {
+                if req.method == Method::POST
+                    || req.method == Method::PUT
+                    || req.method == Method::PATCH
+                {
                     rb.header(CONTENT_LENGTH, "0")
                 } else {
                     rb
                 }
             }
-            (Body::Bytes(b), None) => rb.header(CONTENT_LENGTH, b.len().to_string()).body(b.clone()),
+            (Body::Bytes(b), None) => rb
+                .header(CONTENT_LENGTH, b.len().to_string())
+                .body(b.clone()),
             (Body::File { path, len }, None) => {
                 let f = tokio::fs::File::open(path)
                     .await
                     .map_err(|e| Error::io("opening", path, &e))?;
                 let stream = tokio_util_stream(f);
-                rb.header(CONTENT_LENGTH, len.to_string()).body(reqwest::Body::wrap_stream(stream))
+                rb.header(CONTENT_LENGTH, len.to_string())
+                    .body(reqwest::Body::wrap_stream(stream))
             }
         };
-        let resp = rb.send().await.map_err(|e| transport_error(&req.what, &e))?;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| transport_error(&req.what, &e))?;
         tracing::debug!(method = %req.method, url = %req.url, status = resp.status().as_u16(), "request");
-        Ok(Response { inner: resp, _permit: permit })
+        Ok(Response {
+            inner: resp,
+            _permit: permit,
+        })
     }
 }
 
@@ -547,23 +602,28 @@ fn tokio_util_stream(
     file: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold((file, vec![0u8; 256 * 1024]), |(mut f, mut buf)| async move {
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                let chunk = Bytes::copy_from_slice(&buf[..n]);
-                Some((Ok(chunk), (f, buf)))
+    futures_util::stream::unfold(
+        (file, vec![0u8; 256 * 1024]),
+        |(mut f, mut buf)| async move {
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    Some((Ok(chunk), (f, buf)))
+                }
+                Err(e) => Some((Err(e), (f, buf))),
             }
-            Err(e) => Some((Err(e), (f, buf))),
-        }
-    })
+        },
+    )
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize, what: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(what, &e))? {
         if buf.len() + chunk.len() > limit {
-            return Err(Error::invalid_response(format!("{what}: response exceeds {limit} bytes")));
+            return Err(Error::invalid_response(format!(
+                "{what}: response exceeds {limit} bytes"
+            )));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -595,8 +655,12 @@ pub fn transport_error(what: &str, err: &reqwest::Error) -> Error {
         msg.push_str(": ");
         msg.push_str(&seen.join(": "));
     }
-    let cert = seen.iter().any(|t| t.contains("certificate") || t.contains("UnknownIssuer"));
-    let not_tls = seen.iter().any(|t| t.contains("InvalidContentType") || t.contains("corrupt message"));
+    let cert = seen
+        .iter()
+        .any(|t| t.contains("certificate") || t.contains("UnknownIssuer"));
+    let not_tls = seen
+        .iter()
+        .any(|t| t.contains("InvalidContentType") || t.contains("corrupt message"));
     if cert {
         msg.push_str(
             " (is the registry's CA trusted? add it with `spack config add config:ssl_certs:<path>`)",

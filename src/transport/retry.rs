@@ -37,17 +37,16 @@ impl RetryPolicy {
         if !err.is_retryable() || attempt >= self.max_attempts {
             return None;
         }
-        let delay = match err.retry_after() {
-            Some(after) => after.min(self.max_backoff),
-            None => {
-                let exp = self
-                    .initial_backoff
-                    .saturating_mul(1u32 << (attempt - 1).min(16))
-                    .min(self.max_backoff);
-                // Full jitter between half and the whole delay.
-                let half = exp / 2;
-                half + exp.mul_f64(rand::random::<f64>() * 0.5)
-            }
+        let delay = if let Some(after) = err.retry_after() {
+            after.min(self.max_backoff)
+        } else {
+            let exp = self
+                .initial_backoff
+                .saturating_mul(1u32 << (attempt - 1).min(16))
+                .min(self.max_backoff);
+            // Jitter: between half and the whole delay.
+            let half = exp / 2;
+            half + exp.mul_f64(rand::random::<f64>() * 0.5)
         };
         if elapsed + delay > self.budget {
             return None;
@@ -68,7 +67,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -82,7 +84,10 @@ mod tests {
         let future = SystemTime::now() + Duration::from_secs(100);
         let d = parse_retry_after(&httpdate::fmt_http_date(future)).unwrap();
         assert!(d > Duration::from_secs(90) && d <= Duration::from_secs(100));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -94,7 +99,10 @@ mod tests {
         assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200));
         assert!(p.delay(5, Duration::ZERO, &e).is_none());
         let e2 = e.clone().with_retry_after(Some(Duration::from_secs(2)));
-        assert_eq!(p.delay(1, Duration::ZERO, &e2), Some(Duration::from_secs(2)));
+        assert_eq!(
+            p.delay(1, Duration::ZERO, &e2),
+            Some(Duration::from_secs(2))
+        );
         assert!(p.delay(1, Duration::from_secs(299), &e2).is_none());
         let fatal = Error::new(ErrorKind::NotFound, "x");
         assert!(p.delay(1, Duration::ZERO, &fatal).is_none());
