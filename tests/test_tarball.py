@@ -314,7 +314,7 @@ def test_bad_prefixes(tmp_path: Path) -> None:
 
 
 def test_non_utf8_name_to_relocate_is_an_error(tmp_path: Path) -> None:
-    # Spack fails too: the buildinfo YAML cannot hold the name.
+    # Spack lists it surrogate-escaped (see test_tarball_spack.py); we refuse.
     prefix = tmp_path / "p"
     prefix.mkdir()
     with open(bpath(prefix, b"lib\xff.so"), "wb") as f:

@@ -86,7 +86,9 @@ def create_tarball(
 
     Raises:
         spack_oci_rs.exceptions.InvalidArgumentError: ``prefix`` is not absolute or not a
-            directory; a file to relocate has a name that is not UTF-8.
+            directory; a file or symlink to relocate has a name that is not UTF-8 (Spack
+            would list it surrogate-escaped); an absolute symlink target is not UTF-8 (Spack
+            fails too).
         spack_oci_rs.exceptions.LocalFileError: ``prefix`` does not exist; a file or directory
             cannot be read; a file changed size while it was read; ``dest`` cannot be
             written.

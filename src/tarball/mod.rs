@@ -11,10 +11,12 @@
 //! Each file is opened and read once; the sha256 of the tar stream and of the compressed
 //! stream are computed in the same pass. Compression runs on the calling thread.
 //!
-//! Where Spack itself fails (a file name to relocate, or an absolute symlink target, that is
-//! not UTF-8), this fails with an [`ErrorKind::InvalidInput`](crate::ErrorKind) error naming
-//! the path. A file that changes size while read is an error (Spack would silently cut or
-//! fail).
+//! Not UTF-8 is refused with an [`ErrorKind::InvalidInput`](crate::ErrorKind) error naming
+//! the path: an absolute symlink target (Spack fails on it too) and the name of a file or
+//! symlink to relocate (the lists hold UTF-8 strings; Spack lists such a name
+//! surrogate-escaped and its YAML dump writes `\uDCxx` escapes). Other names may be any bytes,
+//! as in Spack. A file that changes size while read is an error (Spack would silently cut it
+//! or fail).
 
 mod gzip;
 mod header;
@@ -248,6 +250,8 @@ impl<W: Write> Builder<'_, W> {
 
     /// Stream the file's `size` bytes into the archive, classifying them on the way.
     fn copy_file(&mut self, f: &walk::FileEntry<'_>) -> Result<Option<FileClass>> {
+        // The classifier needs the first 8 bytes in the first chunk.
+        debug_assert!(self.buf.len() >= 8);
         let mut file = File::open(f.path).map_err(|e| Error::io("opening", f.path, &e))?;
         let mut classifier =
             (!under_dot_spack(f.rel)).then(|| Classifier::new(self.matcher, f.size));
@@ -319,8 +323,8 @@ fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 fn utf8_rel(rel: &[u8], path: &Path, what: &str) -> Result<String> {
     String::from_utf8(rel.to_vec()).map_err(|_| {
         Error::invalid_input(format!(
-            "{} needs relocation ({what}) but its name is not valid UTF-8, which Spack's \
-             buildinfo cannot represent",
+            "{} needs relocation ({what}) but its name is not valid UTF-8 (the relocation \
+             lists hold UTF-8 names)",
             path.display()
         ))
     })

@@ -471,3 +471,40 @@ fn file_larger_than_read_chunk() {
         data
     );
 }
+
+#[test]
+fn file_changing_size_is_an_error() {
+    use walk::Visitor;
+    let (_tmp, prefix) = tree();
+    let path = prefix.join("f");
+    write(&path, b"0123456789");
+    let matcher = PrefixMatcher::new(&[]).unwrap();
+    let mut out = Vec::new();
+    let mut b = Builder {
+        sink: gzip::GzipSink::new(&mut out, 6).unwrap(),
+        matcher: &matcher,
+        lists: RelocationLists::default(),
+        buf: vec![0; 8],
+        header: Vec::new(),
+    };
+    let entry = |size| walk::FileEntry {
+        name: b"f",
+        rel: b"f",
+        path: &path,
+        size,
+        mode: 0o644,
+    };
+    // lstat said 20 bytes, the file has 10: it shrank.
+    let e = b.file(&entry(20)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(
+        e.message().contains("changed size") && e.message().contains("read 10"),
+        "{e}"
+    );
+    assert!(e.message().contains(path.to_str().unwrap()), "{e}");
+    // lstat said 5 bytes, the file has 10: it grew.
+    let e = b.file(&entry(5)).unwrap_err();
+    assert!(e.message().contains("grew beyond 5 bytes"), "{e}");
+    // Exactly right, with a read buffer smaller than the file.
+    b.file(&entry(10)).unwrap();
+}
