@@ -299,7 +299,12 @@ def test_push_with_base_image(
     )
     results = oci.push(ref, [item], base_image=base_ref)
     assert results[0].status == "pushed", results[0].error
-    tagged = oci.push(ref, [item_env], base_image=base_ref, known_layers={"x": (d, diff, (tmp_path / "pkg.tar.gz").stat().st_size)})
+    tagged = oci.push(
+        ref,
+        [item_env],
+        base_image=base_ref,
+        known_layers={"x": (d, diff, (tmp_path / "pkg.tar.gz").stat().st_size)},
+    )
     assert tagged[0].status == "pushed", tagged[0].error
 
     manifest, config = oci.get_manifest_and_config(f"{ref}:pkg-1.0-x.spack")
@@ -338,16 +343,16 @@ def test_tls(tls_registry: Registry, repo_name: str) -> None:
     assert oci.blob_exists(ref, sha(b"x"), client=insecure)
     # A directory of CA files works too (Spack's ssl_certs may be a directory).
     assert tls_registry.ca_file is not None
-    assert oci.blob_exists(ref, sha(b"x"), client=oci.Client(ca_certs=[tls_registry.ca_file.parent]))
+    assert oci.blob_exists(
+        ref, sha(b"x"), client=oci.Client(ca_certs=[tls_registry.ca_file.parent])
+    )
 
 
 def test_basic_auth(auth_registry: Registry, repo_name: str) -> None:
     ref = auth_registry.repo_url(repo_name)
     assert auth_registry.username and auth_registry.password
     ca = [str(auth_registry.ca_file)]
-    good = oci.Client(
-        ca_certs=ca, credentials={auth_registry.host: (auth_registry.username, "x")}
-    )
+    good = oci.Client(ca_certs=ca, credentials={auth_registry.host: (auth_registry.username, "x")})
     assert auth_registry.password not in repr(good)
     good = oci.Client(
         ca_certs=ca,

@@ -32,7 +32,10 @@ pub struct Client {
 impl Client {
     fn get(&self, py: Python<'_>) -> PyResult<transport::Client> {
         let pid = std::process::id();
-        let mut guard = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((owner, c)) = guard.as_ref() {
             if *owner == pid {
                 return Ok(c.clone());
@@ -88,7 +91,9 @@ impl Client {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(pyo3::exceptions::PyValueError::new_err(format!("{name} must be positive, not {v}")))
+                Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{name} must be positive, not {v}"
+                )))
             }
         };
         let mut options = ClientOptions {
@@ -101,7 +106,11 @@ impl Client {
             ..ClientOptions::default()
         };
         options.retry.max_attempts = retries.max(1);
-        Ok(Self { options, registries, cached: Mutex::new(None) })
+        Ok(Self {
+            options,
+            registries,
+            cached: Mutex::new(None),
+        })
     }
 
     fn __repr__(&self) -> String {
@@ -132,7 +141,10 @@ fn default_client(py: Python<'_>) -> PyResult<&Py<Client>> {
 }
 
 /// The Rust client for an optional Python `Client` argument.
-pub(crate) fn client_for(py: Python<'_>, client: Option<&Bound<'_, Client>>) -> PyResult<transport::Client> {
+pub(crate) fn client_for(
+    py: Python<'_>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<transport::Client> {
     match client {
         Some(c) => c.get().get(py),
         None => default_client(py)?.get().get(py),
