@@ -15,6 +15,7 @@ pub mod error;
 pub mod index;
 pub mod media_types;
 pub mod prefetch;
+pub mod probe;
 pub mod push;
 pub mod reference;
 pub mod registry;

@@ -238,6 +238,13 @@ def prefetch_images(
     skipping blobs already there. Images are fetched ``concurrency`` at a time; one result
     per reference, in order."""
 
+def probe(ref: str, *, client: Client | None = None) -> dict[str, Any]:
+    """Check a registry and repository (``spack-oci-rs doctor``): ``connect_ms`` and
+    ``rtt_ms`` of ``GET /v2/``, ``http_version``, ``auth_scheme`` (``none``, ``basic``,
+    ``bearer``), ``pull`` and ``push`` (``{"ok", "detail"[, "error"]}``: listing tags, opening
+    and cancelling an upload session), ``range`` and ``mount`` (bool, or None when there was no
+    blob to try)."""
+
 def default_tag(name: str, version: str, dag_hash: str) -> str:
     """Spack's default tag ``<name>-<version>-<hash>.spack``, sanitized and at most 128
     characters."""

@@ -457,6 +457,40 @@ fn prefetch_images(
         .collect())
 }
 
+/// Probe a registry and repository (the CLI's `doctor`): a dict with `connect_ms`, `rtt_ms`,
+/// `http_version`, `auth_scheme`, `pull` and `push` (`{"ok": bool, "detail": str}`),
+/// `range` and `mount` (bool or None when they could not be tried).
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, client = None))]
+fn probe<'py>(py: Python<'py>, r#ref: &str, client: Option<&Bound<'_, Client>>) -> PyResult<Bound<'py, PyDict>> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    let p = block_on(py, async move { crate::probe::probe(&c, &reference).await })?.into_py_result(py)?;
+    let d = PyDict::new(py);
+    d.set_item("connect_ms", p.connect_ms)?;
+    d.set_item("rtt_ms", p.rtt_ms)?;
+    d.set_item("http_version", p.http_version)?;
+    d.set_item("auth_scheme", p.auth_scheme)?;
+    for (name, check) in [("pull", &p.pull), ("push", &p.push)] {
+        let c = PyDict::new(py);
+        match check {
+            Ok(detail) => {
+                c.set_item("ok", true)?;
+                c.set_item("detail", detail)?;
+            }
+            Err(e) => {
+                c.set_item("ok", false)?;
+                c.set_item("detail", e.to_string())?;
+                c.set_item("error", super::errors::class_name(e.kind()))?;
+            }
+        }
+        d.set_item(name, c)?;
+    }
+    d.set_item("range", p.range)?;
+    d.set_item("mount", p.mount)?;
+    Ok(d)
+}
+
 /// Spack's default tag `<name>-<version>-<hash>.spack`, sanitized and shortened.
 #[pyfunction]
 fn default_tag(name: &str, version: &str, dag_hash: &str) -> String {
@@ -487,6 +521,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IndexConfigs>()?;
     m.add_class::<PrefetchResult>()?;
     m.add_function(wrap_pyfunction!(prefetch_images, m)?)?;
+    m.add_function(wrap_pyfunction!(probe, m)?)?;
     m.add_function(wrap_pyfunction!(list_tags, m)?)?;
     m.add_function(wrap_pyfunction!(blob_exists, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_blob, m)?)?;

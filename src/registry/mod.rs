@@ -14,7 +14,7 @@ use crate::transport::auth::Scope;
 use crate::transport::{Client, Request};
 
 /// Build a request against `reference`'s registry with the given scope.
-pub(crate) fn request(
+pub fn request(
     reference: &Reference,
     method: Method,
     url: impl Into<String>,
