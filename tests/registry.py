@@ -190,21 +190,26 @@ class TestCertificates:
 
     __test__ = False  # not a pytest test class
 
-    ca_file: Path  #: the CA certificate, PEM (give this to clients)
+    ca_file: Path  #: the CA certificate, PEM (give this to clients); alone in its directory
     cert_file: Path  #: the server certificate, PEM
     key_file: Path  #: the server's private key, PEM (PKCS#8)
     cert_dir: Path  #: a directory holding only ``ca.crt``, for skopeo's ``--cert-dir``
 
 
 def make_certificates(directory: Path) -> TestCertificates:
-    """Create a CA and a server certificate signed by it in ``directory`` (openssl CLI)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Create a CA and a server certificate signed by it in ``directory`` (openssl CLI).
+
+    ``ca/ca.pem`` is the CA certificate, alone in ``ca/`` (a directory of CA files for
+    clients), and ``certs.d/ca.crt`` the same for skopeo; the rest (keys, server
+    certificate, openssl configs) stays in ``directory``.
+    """
+    (directory / "ca").mkdir(parents=True, exist_ok=True)
     (directory / "ca.cnf").write_text(_CA_CNF)
     (directory / "server.cnf").write_text(_SERVER_CNF)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _run(
         [OPENSSL, "req", "-x509", "-config", "ca.cnf", *ec, "-keyout", "ca.key",
-         "-out", "ca.pem", "-days", "30", "-sha256"],
+         "-out", "ca/ca.pem", "-days", "30", "-sha256"],
         cwd=directory,
     )  # fmt: skip
     _run(
@@ -213,16 +218,16 @@ def make_certificates(directory: Path) -> TestCertificates:
         cwd=directory,
     )  # fmt: skip
     _run(
-        [OPENSSL, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        [OPENSSL, "x509", "-req", "-in", "server.csr", "-CA", "ca/ca.pem", "-CAkey", "ca.key",
          "-set_serial", "0x" + secrets.token_hex(8), "-days", "30", "-sha256",
          "-extfile", "server.cnf", "-extensions", "v3_server", "-out", "server.pem"],
         cwd=directory,
     )  # fmt: skip
     cert_dir = directory / "certs.d"
     cert_dir.mkdir(exist_ok=True)
-    shutil.copyfile(directory / "ca.pem", cert_dir / "ca.crt")
+    shutil.copyfile(directory / "ca" / "ca.pem", cert_dir / "ca.crt")
     return TestCertificates(
-        ca_file=directory / "ca.pem",
+        ca_file=directory / "ca" / "ca.pem",
         cert_file=directory / "server.pem",
         key_file=directory / "server.key",
         cert_dir=cert_dir,

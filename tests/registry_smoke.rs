@@ -108,6 +108,9 @@ fn tls_registry_verifies_with_the_test_ca() {
     assert_eq!(reg.mirror_url("x"), format!("oci://{}/x", reg.host()));
     let ca = reg.ca_pem().expect("TLS registry has a CA");
     assert!(reg.cert_dir().unwrap().join("ca.crt").is_file());
+    // The CA file is alone in its directory (usable as a directory of CA files).
+    let ca_dir = reg.ca_file().unwrap().parent().unwrap().to_owned();
+    assert_eq!(std::fs::read_dir(ca_dir).unwrap().count(), 1);
 
     // rustls (webpki) accepts the openssl-made chain for 127.0.0.1.
     let r = raw_http(reg.port(), Some(&ca), "GET", "/v2/", &[], b"").unwrap();
@@ -116,7 +119,7 @@ fn tls_registry_verifies_with_the_test_ca() {
     // Trusting another CA fails the handshake.
     let other = tempfile::tempdir().unwrap();
     common::make_certificates(other.path());
-    let other_ca = std::fs::read(other.path().join("ca.pem")).unwrap();
+    let other_ca = std::fs::read(other.path().join("ca/ca.pem")).unwrap();
     let err = raw_http(reg.port(), Some(&other_ca), "GET", "/v2/", &[], b"").unwrap_err();
     assert!(
         err.contains("UnknownIssuer") || err.contains("certificate"),

@@ -45,6 +45,8 @@ def test_tls_registry_needs_the_ca(tls_registry: Registry) -> None:
     assert reg.repo_url("x") == f"oci://{reg.host}/x"
     assert reg.ca_file is not None and reg.ca_file.read_text().startswith("-----BEGIN")
     assert reg.cert_dir is not None and (reg.cert_dir / "ca.crt").is_file()
+    # The CA file is alone in its directory (usable as a directory of CA files).
+    assert [p.name for p in reg.ca_file.parent.iterdir()] == ["ca.pem"]
     ctx = ssl.create_default_context(cafile=str(reg.ca_file))
     for host in (reg.host, reg.host.replace("127.0.0.1", "localhost")):
         with urllib.request.urlopen(f"https://{host}/v2/", timeout=10, context=ctx) as r:

@@ -164,9 +164,12 @@ subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 ";
 
-/// Make `ca.pem`, `server.pem` and `server.key` (ECDSA P-256) in `dir` with the openssl CLI,
-/// plus `certs.d/ca.crt` (a `--cert-dir` for skopeo).
+/// Make a test CA and a server certificate for 127.0.0.1, ::1 and localhost (ECDSA P-256) in
+/// `dir` with the openssl CLI: `ca/ca.pem` (the CA certificate, alone in `ca/`, so that
+/// directory works as a directory of CA files), `certs.d/ca.crt` (the same, a `--cert-dir` for
+/// skopeo), `server.pem` and `server.key`.
 pub fn make_certificates(dir: &Path) {
+    fs::create_dir_all(dir.join("ca")).unwrap();
     fs::write(dir.join("ca.cnf"), CA_CNF).unwrap();
     fs::write(dir.join("server.cnf"), SERVER_CNF).unwrap();
     let ec = [
@@ -181,7 +184,13 @@ pub fn make_certificates(dir: &Path) {
         .args(["req", "-x509", "-config", "ca.cnf"])
         .args(ec)
         .args([
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-sha256",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca/ca.pem",
+            "-days",
+            "30",
+            "-sha256",
         ]));
     run(Command::new("openssl")
         .current_dir(dir)
@@ -195,7 +204,7 @@ pub fn make_certificates(dir: &Path) {
         "-in",
         "server.csr",
         "-CA",
-        "ca.pem",
+        "ca/ca.pem",
         "-CAkey",
         "ca.key",
         "-set_serial",
@@ -211,7 +220,7 @@ pub fn make_certificates(dir: &Path) {
         "server.pem",
     ]));
     fs::create_dir_all(dir.join("certs.d")).unwrap();
-    fs::copy(dir.join("ca.pem"), dir.join("certs.d/ca.crt")).unwrap();
+    fs::copy(dir.join("ca/ca.pem"), dir.join("certs.d/ca.crt")).unwrap();
 }
 
 fn free_port() -> u16 {
@@ -268,7 +277,7 @@ impl TestRegistry {
             .expect("cannot make a temporary directory");
         fs::create_dir(dir.path().join("storage")).unwrap();
         if opts.tls {
-            make_certificates(dir.path());
+            make_certificates(&dir.path().join("tls"));
         }
         let credentials = opts.auth.then(|| {
             let password = format!("pw-{:016x}", rand::random::<u64>());
@@ -323,12 +332,12 @@ impl TestRegistry {
             let _ = writeln!(
                 c,
                 "  tls:\n    certificate: {}",
-                yaml_str(d.join("server.pem").to_str().unwrap())
+                yaml_str(d.join("tls/server.pem").to_str().unwrap())
             );
             let _ = writeln!(
                 c,
                 "    key: {}",
-                yaml_str(d.join("server.key").to_str().unwrap())
+                yaml_str(d.join("tls/server.key").to_str().unwrap())
             );
         }
         if self.credentials.is_some() {
@@ -444,9 +453,9 @@ impl TestRegistry {
         format!("{}/{repo}", self.url())
     }
 
-    /// The test CA certificate (PEM file) for TLS registries.
+    /// The test CA certificate (PEM file) for TLS registries, alone in its directory.
     pub fn ca_file(&self) -> Option<PathBuf> {
-        self.tls.then(|| self.dir.path().join("ca.pem"))
+        self.tls.then(|| self.dir.path().join("tls/ca/ca.pem"))
     }
 
     /// The test CA certificate, PEM bytes.
@@ -456,7 +465,7 @@ impl TestRegistry {
 
     /// A directory holding only `ca.crt` (skopeo's `--cert-dir`).
     pub fn cert_dir(&self) -> Option<PathBuf> {
-        self.tls.then(|| self.dir.path().join("certs.d"))
+        self.tls.then(|| self.dir.path().join("tls/certs.d"))
     }
 
     /// `(username, password)` of an auth registry.
@@ -466,7 +475,7 @@ impl TestRegistry {
             .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
-    /// The work directory (config.yml, registry.log, storage/, certificates).
+    /// The work directory (config.yml, registry.log, storage/, tls/).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
