@@ -150,9 +150,13 @@ class RustOCIUploader(bindist.Uploader):
     ) -> None:
         super().__init__(mirror, force, update_index)
         self.target_image = spack.oci.oci.image_from_mirror(mirror)
-        self.base_image = (
-            spack.oci.image.ImageReference.from_string(base_image) if base_image else None
-        )
+        # Unlike Spack's backend, an oci:// or oci+http:// URL is accepted too (a base image
+        # on a plain-HTTP registry); a bare reference is https, as in Spack.
+        self.base_image: ImageReference | None = None
+        if base_image and spack.oci.image.is_oci_url(base_image):
+            self.base_image = spack.oci.image.ImageReference.from_url(base_image)
+        elif base_image:
+            self.base_image = spack.oci.image.ImageReference.from_string(base_image)
         self._base_configs: dict[str, dict[str, Any]] = {}
         #: dag hash -> (digest, diff_id, size) of every layer pushed or found
         self._layers: dict[str, tuple[str, str, int]] = {}

@@ -1,0 +1,260 @@
+"""Spack on the Rust engine, end to end: a patched copy of ``$SPACK_ROOT`` with
+``config:oci_backend:rust``, real commands against real local registries.
+
+Cross-checks with Spack's own Python backend: a cache pushed by either backend installs with
+the other, and both push byte-identical tarballs, manifests and configs (but for the archive
+timestamp). Skipped, with the reason, when ``SPACK_ROOT`` is unset, its version has no patch,
+or the interpreter cannot run Spack (clingo missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from registry import Registry
+from spack_env import LEAF, MID, ROOT, SpackEnv, parse_spec_list, skip_reason
+from test_spack_harness import check_installed, data_digests
+
+from spack_oci_rs import patch
+
+_REASON = skip_reason()
+if _REASON:
+    print(f"\ntests/test_spack_e2e.py skipped: {_REASON}", file=sys.stderr)
+    pytest.skip(_REASON, allow_module_level=True)
+
+_SPACK_ROOT = Path(os.environ["SPACK_ROOT"])
+_VERSION = patch.spack_version(_SPACK_ROOT)
+if _VERSION not in patch.PATCHES:
+    pytest.skip(f"Spack {_VERSION} at {_SPACK_ROOT} has no patch", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def patched_spack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of $SPACK_ROOT with our patch applied (the original is left alone)."""
+    dest = tmp_path_factory.mktemp("patched") / "spack"
+    shutil.copytree(
+        _SPACK_ROOT,
+        dest,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "opt", "var/spack/cache"),
+    )
+    if patch.check(dest) == "patched":
+        patch.revert(dest)
+    patch.apply(dest)
+    assert patch.check(dest) == "patched"
+    return dest
+
+
+def make_env(
+    root: Path, spack: Path, reg: Registry, *, backend: str = "rust", **kw: object
+) -> SpackEnv:
+    env = SpackEnv.create(root, spack_root=spack, ca_file=reg.ca_file, **kw)  # type: ignore[arg-type]
+    env.run("config", "add", f"config:oci_backend:{backend}")
+    return env
+
+
+@pytest.fixture
+def timings(request: pytest.FixtureRequest) -> Iterator[Callable[[str, float], None]]:
+    steps: list[tuple[str, float]] = []
+    yield lambda step, seconds: steps.append((step, seconds))
+    if steps:
+        width = max(len(s) for s, _ in steps)
+        print(f"\n[{request.node.name}] Spack step timings (rust backend):")
+        print("\n".join(f"  {s:<{width}}  {t:7.2f} s" for s, t in steps))
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_push_list_install_relocate(
+    scheme: str,
+    request: pytest.FixtureRequest,
+    patched_spack: Path,
+    tmp_path: Path,
+    repo_name: str,
+    timings: Callable[[str, float], None],
+) -> None:
+    reg: Registry = request.getfixturevalue("registry" if scheme == "http" else "tls_registry")
+    env = make_env(tmp_path / "spack", patched_spack, reg)
+    assert env.run("config", "get", "config").stdout.count("oci_backend: rust") == 1
+    env.install(ROOT)
+    installed = parse_spec_list(env.find("-l").stdout)
+    before = check_installed(env)
+    digests = data_digests(before[LEAF])
+    url = reg.repo_url(repo_name)
+    env.mirror_add("oci", url)
+
+    push = env.push("oci", ROOT, update_index=True)
+    timings("push --update-index (3 specs)", push.duration)
+    assert push.stdout.count("Pushed ") == 3, push.stdout + push.stderr
+    assert push.stdout.count("Tagged ") == 3, push.stdout
+    tags = set(reg.list_tags(repo_name))
+    assert len(tags) == 4 and "index.spack" in tags
+
+    again = env.push("oci", ROOT)
+    timings("push again (nothing to do)", again.duration)
+    assert "Pushed " not in again.stdout
+    forced = env.push("oci", ROOT, force=True)
+    timings("push --force", forced.duration)
+    assert forced.stdout.count("Pushed ") == 3
+    timings("update-index", env.update_index("oci").duration)
+
+    # Our patch makes oci+http:// indexes readable too.
+    listing = env.buildcache_list()
+    timings("buildcache list", listing.duration)
+    assert parse_spec_list(listing.stdout) == installed, listing.stdout + listing.stderr
+
+    env.uninstall_all()
+    env.clear_download_caches()
+    reinstall = env.install(ROOT, cache_only=True)
+    timings("install --cache-only (3 specs)", reinstall.duration)
+    assert reinstall.stdout.count("from binary cache") == 3, reinstall.stdout
+    after = check_installed(env)
+    assert after == before and data_digests(after[LEAF]) == digests
+
+    other = make_env(
+        tmp_path / "other",
+        patched_spack,
+        reg,
+        repo_from=env,
+        store=tmp_path / "other" / "a-much-longer-install-tree-root-for-relocation",
+    )
+    other.mirror_add("oci", url)
+    relocated = other.install(ROOT, cache_only=True)
+    timings("install --cache-only, other store (relocation)", relocated.duration)
+    moved = check_installed(other)
+    assert all(moved[n] != before[n] for n in moved)
+    assert data_digests(moved[LEAF]) == digests
+
+
+def _image(reg: Registry, repo: str, tag: str) -> tuple[dict, dict, bytes]:  # type: ignore[type-arg]
+    manifest = reg.get_manifest(repo, tag).json()
+    config_bytes = reg.get_blob(repo, manifest["config"]["digest"])
+    return manifest, json.loads(config_bytes), config_bytes
+
+
+def test_backends_interoperate_and_agree(
+    registry: Registry,
+    patched_spack: Path,
+    tmp_path: Path,
+    new_repo: Callable[[str], str],
+) -> None:
+    """Rust-pushed caches install with Spack's backend and vice versa; both backends push the
+    same tags, byte-identical tarballs, and the same configs and manifests but for the
+    archive timestamp (and so the config digest)."""
+    py_repo, rs_repo = new_repo("python"), new_repo("rust")
+    env = make_env(tmp_path / "spack", patched_spack, registry, backend="python")
+    env.install(ROOT)
+    before = check_installed(env)
+    env.mirror_add("py", registry.repo_url(py_repo))
+    env.mirror_add("rs", registry.repo_url(rs_repo))
+    env.push("py", ROOT, update_index=True)
+    env.run("config", "add", "config:oci_backend:rust")
+    env.push("rs", ROOT, update_index=True)
+
+    tags = sorted(registry.list_tags(py_repo))
+    assert tags == sorted(registry.list_tags(rs_repo))
+    for tag in tags:
+        if tag == "index.spack":
+            continue
+        pm, pc, _ = _image(registry, py_repo, tag)
+        rm, rc, rc_bytes = _image(registry, rs_repo, tag)
+        assert pm["layers"] == rm["layers"], tag  # byte-identical tarballs
+        assert pc["rootfs"] == rc["rootfs"]
+        assert list(pc) == list(rc)
+        assert {k: v for k, v in pc.items() if k != "archive_timestamp"} == {
+            k: v for k, v in rc.items() if k != "archive_timestamp"
+        }
+        assert rc_bytes == json.dumps(rc, separators=(",", ":")).encode()
+        del pm["config"]["digest"], rm["config"]["digest"]
+        assert pm == rm
+
+    # Each backend installs what the other pushed.
+    for backend, mirror in (("rust", "py"), ("python", "rs")):
+        env.run("config", "add", f"config:oci_backend:{backend}")
+        for m in ("py", "rs"):
+            env.run("mirror", "remove", m, check=False)
+        env.mirror_add(mirror, registry.repo_url(py_repo if mirror == "py" else rs_repo))
+        env.uninstall_all()
+        env.clear_download_caches()
+        out = env.install(ROOT, cache_only=True)
+        assert out.stdout.count("from binary cache") == 3, (backend, out.stdout)
+        assert check_installed(env) == before
+
+
+def test_base_image_and_tag(
+    registry: Registry,
+    skopeo_available: None,
+    patched_spack: Path,
+    tmp_path: Path,
+    new_repo: Callable[[str], str],
+) -> None:
+    """``--base-image`` (on the same plain-HTTP registry: with the rust backend an
+    ``oci+http://`` base image works) and ``--tag``; skopeo copies the result."""
+    base = registry.push_base_image(new_repo("base"))
+    cache = new_repo("cache")
+    env = make_env(tmp_path / "spack", patched_spack, registry)
+    env.install(ROOT)
+    env.mirror_add("oci", registry.repo_url(cache))
+    base_ref = f"{registry.url}/{base.repo}:{base.tag}"
+    push = env.push("oci", ROOT, base_image=base_ref, tag="env-image")
+    assert push.returncode == 0, push.stderr
+    image = registry.get_manifest(cache, "env-image").json()
+    layers = [x["digest"] for x in image["layers"]]
+    assert layers[: len(base.layer_digests)] == base.layer_digests
+    assert len(layers) == len(base.layer_digests) + 3
+    config = json.loads(registry.get_blob(cache, image["config"]["digest"]))
+    env_vars = dict(e.split("=", 1) for e in config["config"]["Env"])
+    assert str(env.location(ROOT) / "bin") in env_vars["PATH"]
+    registry.skopeo("copy", registry.docker_ref(cache, "env-image"), f"oci:{tmp_path / 'out'}:x")
+    leaf_tag = f"{LEAF}-1.0-{env.location(LEAF).name.rsplit('-', 1)[1]}.spack"
+    info = registry.inspect(cache, leaf_tag)
+    assert info["Layers"][: len(base.layer_digests)] == base.layer_digests
+
+
+def test_bad_input(
+    registry: Registry, patched_spack: Path, tmp_path: Path, repo_name: str
+) -> None:
+    env = make_env(tmp_path / "spack", patched_spack, registry)
+    env.install(ROOT)
+
+    # An unknown toggle value: Spack's schema says so.
+    bad = env.run("config", "add", "config:oci_backend:fortran", check=False)
+    assert bad.returncode != 0
+    assert "fortran" in bad.stderr and "python" in bad.stderr, bad.stderr
+
+    # The toggle on but our package not importable: one clear line.
+    fake = tmp_path / "shadow" / "spack_oci_rs"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('simulated: not installed')\n")
+    env.mirror_add("oci", registry.repo_url(repo_name))
+    env.extra_env["PYTHONPATH"] = str(fake.parent)
+    shadowed = env.run("buildcache", "push", "--unsigned", "oci", ROOT, check=False)
+    del env.extra_env["PYTHONPATH"]
+    assert shadowed.returncode != 0
+    errors = [line for line in shadowed.stderr.splitlines() if "Error" in line]
+    assert len(errors) == 1 and "pip install spack-oci-rs" in errors[0], shadowed.stderr
+    assert "Traceback" not in shadowed.stderr
+
+    # One spec's prefix is gone: it fails, clearly; the others are pushed.
+    leaf = env.location(LEAF)
+    shutil.rmtree(leaf)
+    push = env.run("buildcache", "push", "--unsigned", "oci", ROOT, check=False)
+    assert push.returncode != 0
+    assert str(leaf) in push.stderr, push.stderr
+    tags = registry.list_tags(repo_name)
+    assert len(tags) == 2 and not any(t.startswith(LEAF) for t in tags), tags
+    assert any(t.startswith(MID) for t in tags)
+
+    # The registry is down: a clear error, nothing recorded as pushed.
+    env.run("mirror", "add", "--unsigned", "down", "oci+http://127.0.0.1:9/nothing")
+    down = env.run("buildcache", "push", "--unsigned", "down", ROOT, check=False)
+    assert down.returncode != 0
+    assert "127.0.0.1:9" in down.stderr and "Pushed " not in down.stdout, down.stderr
