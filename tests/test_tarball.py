@@ -12,10 +12,13 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -413,6 +416,26 @@ def test_file_changing_size(tmp_path: Path) -> None:
     assert "changed size" in lines[0]
     assert str(prefix / "grows") in lines[0]
     assert lines[1] == "ABSENT"
+
+
+def test_ctrl_c_stops_the_build(tmp_path: Path) -> None:
+    prefix = tmp_path / "p"
+    prefix.mkdir()
+    with open(prefix / "random.bin", "wb") as f:
+        for _ in range(192):
+            f.write(os.urandom(1 << 20))  # incompressible: seconds of zlib
+    out = tmp_path / "out"
+    out.mkdir()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            create_tarball(prefix, out / "t.tar.gz", prefixes_to_relocate=[], buildinfo={})
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 3.0
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.skipif(

@@ -59,9 +59,10 @@ def create_tarball(
     named by their absolute paths without the leading ``/``, preceded by the directories
     leading to the prefix, in Spack's order, with Spack's normalized metadata; an existing
     ``<prefix>/.spack/binary_distribution`` is left out and the new buildinfo is appended as
-    the last member. The prefix is read once; the GIL is released except while ``dump`` runs.
-    ``dest`` is written through a temporary file in its directory and renamed when complete:
-    on error, nothing is left at ``dest``.
+    the last member. The prefix is read once; the GIL is released except while ``dump`` runs,
+    and Ctrl-C stops the build within about 100 ms (``KeyboardInterrupt``). ``dest`` is written
+    through a temporary file in its directory and renamed when complete: on error or
+    interruption, nothing is left at ``dest``.
 
     Args:
         prefix: absolute path of the install prefix (a directory).

@@ -2,6 +2,10 @@
 //! prefix is archived and compressed.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -9,6 +13,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use super::errors::to_pyerr;
 use crate::error::{Error, ErrorKind};
 use crate::tarball::{self, RelocationLists, TarballInfo as Info, TarballOptions};
+
+/// How often the waiting thread runs Python's signal handlers.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// What `create_tarball` wrote: checksums, sizes and the relocation lists.
 #[pyclass(module = "spack_oci_rs._native", name = "TarballInfo", frozen)]
@@ -124,7 +131,8 @@ fn dump_buildinfo(
 /// Write the gzip-compressed tarball of `prefix` to `dest` exactly as Spack's
 /// `_do_create_tarball(dest, prefix, buildinfo, prefixes_to_relocate)` does, and return its
 /// checksums, sizes and relocation lists. `dest` is written through a temporary file in its
-/// directory and appears only when complete.
+/// directory and appears only when complete. The work runs on a helper thread with the GIL
+/// released; Ctrl-C stops it within about 100 ms.
 #[pyfunction]
 #[pyo3(signature = (prefix, dest, *, prefixes_to_relocate, buildinfo, dump = None))]
 fn create_tarball(
@@ -135,19 +143,50 @@ fn create_tarball(
     buildinfo: Py<PyDict>,
     dump: Option<Py<PyAny>>,
 ) -> PyResult<TarballInfo> {
-    let opts = TarballOptions::new(prefixes_to_relocate);
-    let mut dump_error: Option<PyErr> = None;
-    let result = py.detach(|| {
-        tarball::create_tarball_file(&prefix, &dest, &opts, |lists| {
-            Python::attach(|py| dump_buildinfo(py, &buildinfo, dump.as_ref(), lists)).map_err(|e| {
-                dump_error = Some(e);
-                Error::new(ErrorKind::InvalidInput, "serializing buildinfo failed")
-            })
+    let cancel = Arc::new(AtomicBool::new(false));
+    let opts = TarballOptions {
+        cancel: Some(cancel.clone()),
+        ..TarballOptions::new(prefixes_to_relocate)
+    };
+    let (result, dump_error, interrupt) = py.detach(|| {
+        std::thread::scope(|scope| {
+            let (done_tx, done_rx) = mpsc::channel::<()>();
+            let worker = scope.spawn(|| {
+                let mut dump_error: Option<PyErr> = None;
+                let result = tarball::create_tarball_file(&prefix, &dest, &opts, |lists| {
+                    Python::attach(|py| dump_buildinfo(py, &buildinfo, dump.as_ref(), lists))
+                        .map_err(|e| {
+                            dump_error = Some(e);
+                            Error::new(ErrorKind::InvalidInput, "serializing buildinfo failed")
+                        })
+                });
+                drop(done_tx);
+                (result, dump_error)
+            });
+            // Stay responsive to Ctrl-C: run the signal handlers every 100 ms; an exception
+            // from one (KeyboardInterrupt) stops the build, which removes its temp file.
+            let mut interrupt: Option<PyErr> = None;
+            while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(SIGNAL_POLL) {
+                if interrupt.is_none() {
+                    #[allow(clippy::redundant_closure_for_method_calls)] // lifetimes
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        interrupt = Some(e);
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            let (result, dump_error) = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (result, dump_error, interrupt)
         })
     });
+    if let Some(e) = interrupt {
+        return Err(e);
+    }
     match result {
         Ok(info) => Ok(TarballInfo { info }),
-        Err(e) => Err(dump_error.take().unwrap_or_else(|| to_pyerr(py, &e))),
+        Err(e) => Err(dump_error.unwrap_or_else(|| to_pyerr(py, &e))),
     }
 }
 

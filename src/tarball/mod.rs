@@ -27,6 +27,8 @@ mod walk;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::Digest;
@@ -51,6 +53,9 @@ pub struct TarballOptions {
     /// zlib level, 0..=9; Spack uses 6. Other levels change the bytes (and the gzip XFL byte
     /// as CPython sets it).
     pub compression_level: u32,
+    /// Set it to `true` (from any thread) to stop the build: it returns an
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind) error after at most one read chunk (1 MiB).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for TarballOptions {
@@ -58,6 +63,7 @@ impl Default for TarballOptions {
         Self {
             prefixes_to_relocate: Vec::new(),
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            cancel: None,
         }
     }
 }
@@ -129,6 +135,7 @@ pub fn write_tarball<W: Write>(
         lists: RelocationLists::default(),
         buf: vec![0; READ_CHUNK],
         header: Vec::with_capacity(4 * header::BLOCK),
+        cancel: opts.cancel.as_deref(),
     };
     walk::walk(prefix, &base, &mut b)?;
 
@@ -224,9 +231,17 @@ struct Builder<'m, W: Write> {
     lists: RelocationLists,
     buf: Vec<u8>,
     header: Vec<u8>,
+    cancel: Option<&'m AtomicBool>,
 }
 
 impl<W: Write> Builder<'_, W> {
+    fn check_cancel(&self) -> Result<()> {
+        match self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(Error::cancelled()),
+            _ => Ok(()),
+        }
+    }
+
     fn write(&mut self, data: &[u8]) -> Result<()> {
         self.sink
             .write(data)
@@ -240,6 +255,7 @@ impl<W: Write> Builder<'_, W> {
     }
 
     fn header(&mut self, h: &Header<'_>) -> Result<()> {
+        self.check_cancel()?;
         let mut buf = std::mem::take(&mut self.header);
         buf.clear();
         header::write_header(h, &mut buf);
@@ -267,6 +283,7 @@ impl<W: Write> Builder<'_, W> {
                     f.size - remaining + got as u64,
                 ));
             }
+            self.check_cancel()?;
             let chunk = &self.buf[..got];
             if let Some(c) = classifier.as_mut().filter(|c| c.wants_more()) {
                 c.feed(chunk);

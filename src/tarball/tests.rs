@@ -486,6 +486,7 @@ fn file_changing_size_is_an_error() {
         lists: RelocationLists::default(),
         buf: vec![0; 8],
         header: Vec::new(),
+        cancel: None,
     };
     let entry = |size| walk::FileEntry {
         name: b"f",
@@ -507,4 +508,29 @@ fn file_changing_size_is_an_error() {
     assert!(e.message().contains("grew beyond 5 bytes"), "{e}");
     // Exactly right, with a read buffer smaller than the file.
     b.file(&entry(10)).unwrap();
+}
+
+#[test]
+fn cancel_flag_stops_the_build() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let (tmp, prefix) = tree();
+    write(&prefix.join("x"), b"x");
+    let flag = Arc::new(AtomicBool::new(false));
+    let opts = TarballOptions {
+        cancel: Some(flag.clone()),
+        ..TarballOptions::default()
+    };
+    let dest = tmp.path().join("t.tar.gz");
+    create_tarball_file(&prefix, &dest, &opts, |_| Ok(Vec::new())).unwrap();
+    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    fs::remove_file(&dest).unwrap();
+    let e = create_tarball_file(&prefix, &dest, &opts, |_| Ok(Vec::new())).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert!(!dest.exists());
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "only the prefix tree is left"
+    );
 }
