@@ -103,3 +103,20 @@ def make_tree(prefix: Path, store: Path) -> None:
     os.link(prefix / ".spack/binary_distribution", prefix / "share/old-buildinfo-link")
     # Left out: FIFOs.
     os.mkfifo(prefix / "share/pipe")
+
+
+def make_buildinfo_variant(prefix: Path, kind: str) -> None:
+    """A small prefix whose existing ``.spack/binary_distribution`` is a ``file``, a
+    ``symlink`` (to a file that stays), a ``directory``, or ``absent``."""
+    write(prefix / "bin" / "x", f"#!{prefix}/bin/sh\n", mode=0o755)
+    write(prefix / ".spack" / "spec.json", "{}")
+    bd = prefix / ".spack" / "binary_distribution"
+    if kind == "file":
+        write(bd, "old")
+    elif kind == "symlink":
+        write(prefix / ".spack" / "real-buildinfo", "old")
+        os.symlink("real-buildinfo", bd)
+    elif kind == "directory":
+        write(bd / "inside", "old")
+    elif kind != "absent":
+        raise ValueError(kind)

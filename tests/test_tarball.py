@@ -29,7 +29,14 @@ import pytest
 import spack_oci_rs
 from spack_oci_rs import InvalidArgumentError, LocalFileError, create_tarball
 from tarball_oracle import create_tarball as oracle_create_tarball
-from tarball_tree import bpath, buildinfo_for, dump_json, make_tree, write
+from tarball_tree import (
+    bpath,
+    buildinfo_for,
+    dump_json,
+    make_buildinfo_variant,
+    make_tree,
+    write,
+)
 
 
 @pytest.fixture
@@ -185,6 +192,26 @@ def test_prefix_lists(tmp_path: Path, prefix: Path, store: Path, prefixes: list[
         tmp_path, str(prefix), prefixes, buildinfo_for(store, prefix)
     )
     assert_same(ours, info, theirs, expected)
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "directory", "absent"])
+def test_existing_buildinfo_variants(tmp_path: Path, kind: str) -> None:
+    prefix = tmp_path / "p"
+    make_buildinfo_variant(prefix, kind)
+    ours, info, theirs, expected = build_both(tmp_path, str(prefix), [str(prefix)], {})
+    assert_same(ours, info, theirs, expected)
+
+
+def test_non_ascii_and_long_prefix(tmp_path: Path) -> None:
+    store = tmp_path / ("s" * 120) / "st\u00f6re"
+    prefix = store / "linux" / "pk\u00e9-1.0-abc"
+    prefix.mkdir(parents=True)
+    make_tree(prefix, store)
+    ours, info, theirs, expected = build_both(
+        tmp_path, str(prefix), [str(prefix), str(store)], buildinfo_for(store, prefix)
+    )
+    assert_same(ours, info, theirs, expected)
+    assert "bin/script" in info.relocate_textfiles
 
 
 def test_minimal_prefix(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from spack_oci_rs import InvalidArgumentError, create_tarball
-from tarball_tree import bpath, buildinfo_for, make_tree, write
+from tarball_tree import bpath, buildinfo_for, make_buildinfo_variant, make_tree, write
 
 
 def _import_spack() -> tuple[ModuleType, ModuleType]:
@@ -128,6 +128,29 @@ def test_prefix_spellings(
     ]
     for i, spelling in enumerate(spellings):
         compare(spack, tmp_path / f"out{i}", spelling, [str(prefix)], buildinfo_for(store, prefix))
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink", "directory", "absent"])
+def test_existing_buildinfo_variants(
+    spack: tuple[ModuleType, ModuleType], tmp_path: Path, kind: str
+) -> None:
+    prefix = tmp_path / "p"
+    make_buildinfo_variant(prefix, kind)
+    compare(spack, tmp_path / "out", str(prefix), [str(prefix)], {"k": "v"})
+
+
+def test_non_ascii_and_long_prefix(spack: tuple[ModuleType, ModuleType], tmp_path: Path) -> None:
+    store = tmp_path / ("s" * 120) / "st\u00f6re"
+    prefix = store / "linux" / "pk\u00e9-1.0-abc"
+    prefix.mkdir(parents=True)
+    make_tree(prefix, store)
+    compare(
+        spack,
+        tmp_path / "out",
+        str(prefix),
+        [str(prefix), str(store)],
+        buildinfo_for(store, prefix),
+    )
 
 
 def test_empty_and_tiny_prefixes(spack: tuple[ModuleType, ModuleType], tmp_path: Path) -> None:
