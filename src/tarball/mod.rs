@@ -188,16 +188,36 @@ pub fn create_tarball_file(
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(|e| Error::io("creating a temporary file in", dir, &e))?;
-    let info = write_tarball(prefix, opts, buildinfo, tmp.as_file_mut()).map_err(|e| {
-        if e.message().starts_with("writing tarball") {
-            Error::new(e.kind(), format!("{}: {}", dest.display(), e.message()))
-        } else {
-            e
-        }
-    })?;
+    let out = NamedWriter {
+        inner: tmp.as_file_mut(),
+        name: dest,
+    };
+    let info = write_tarball(prefix, opts, buildinfo, out)?;
     tmp.persist(dest)
         .map_err(|e| Error::io("renaming the tarball to", dest, &e.error))?;
     Ok(info)
+}
+
+/// A writer whose errors name the file being written.
+struct NamedWriter<'a, W> {
+    inner: W,
+    name: &'a Path,
+}
+
+impl<W: Write> Write for NamedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.annotate(&e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.annotate(&e))
+    }
+}
+
+impl<W> NamedWriter<'_, W> {
+    fn annotate(&self, e: &io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{}: {e}", self.name.display()))
+    }
 }
 
 /// Spack: `os.path.isabs(prefix) and os.path.isdir(prefix)`. Returns the member name

@@ -534,3 +534,31 @@ fn cancel_flag_stops_the_build() {
         "only the prefix tree is left"
     );
 }
+
+#[test]
+fn output_errors_name_the_destination() {
+    struct Full;
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device",
+            ))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (_tmp, prefix) = tree();
+    let out = NamedWriter {
+        inner: Full,
+        name: Path::new("/cache/x.tar.gz"),
+    };
+    let e =
+        write_tarball(&prefix, &TarballOptions::default(), |_| Ok(Vec::new()), out).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert_eq!(
+        e.message(),
+        "writing tarball: /cache/x.tar.gz: No space left on device"
+    );
+}
