@@ -354,14 +354,22 @@ def _oci_mirrors() -> list[ImageReference]:
     return refs
 
 
-def prefetch_for_install(specs: Iterable[spack.spec.Spec]) -> int:
-    """Download the config and tarball blobs of every spec that an OCI mirror has, all at
-    once, into Spack's download cache (``blobs/sha256/<hex>``, Spack's OCI layout), so that
-    installing them one by one reads local files. Failures are left to the normal install
-    path, which reports them. Returns the number of blobs downloaded."""
+def _may_use_cache(task: Any) -> bool:
+    if hasattr(task, "use_cache"):  # Spack 1.1
+        return bool(task.use_cache)
+    return getattr(task, "install_policy", "auto") != "source_only"  # develop
+
+
+def prefetch_for_install(tasks: Iterable[Any]) -> int:
+    """Download the config and tarball blobs of every spec of the installer's build tasks
+    that may come from a binary cache and that an OCI mirror has, all at once, into Spack's
+    download cache (``blobs/sha256/<hex>``, Spack's OCI layout), so that installing them one
+    by one reads local files. Failures are left to the normal install path, which reports
+    them. Returns the number of blobs downloaded."""
     import spack.caches
 
     mirrors = _oci_mirrors()
+    specs = [t.pkg.spec for t in tasks if _may_use_cache(t)]
     wanted = [s for s in specs if not s.external and not s.installed]
     if not mirrors or not wanted:
         return 0
