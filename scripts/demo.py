@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from registry import Registry  # noqa: E402  (the test fixture's registry launcher)
+import spack_oci_rs as oci
 
-import spack_oci_rs as oci  # noqa: E402
+from registry import Registry
 
 #: name -> (dependencies, MB of random data)
 PACKAGES = {
@@ -43,7 +43,7 @@ def make_prefix(store: Path, name: str, deps: list[str], mb: int) -> Path:
     for d in ("bin", "lib", "share/doc", ".spack"):
         (prefix / d).mkdir(parents=True, exist_ok=True)
     tool = prefix / "bin" / name
-    tool.write_text(f"#!/bin/sh\nexec {prefix}/lib/{name}.so \"$@\"\n")
+    tool.write_text(f'#!/bin/sh\nexec {prefix}/lib/{name}.so "$@"\n')
     tool.chmod(0o755)
     shutil.copy("/bin/true", prefix / "lib" / f"{name}.so")
     (prefix / "lib" / "data.bin").write_bytes(os.urandom(mb * 1024 * 1024))

@@ -7,16 +7,16 @@ import hashlib
 import io
 import json
 import os
-import sys
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from registry import Registry
 
 import spack_oci_rs as oci
+from registry import Registry
 from spack_oci_rs import exceptions as exc
 
 
@@ -257,7 +257,7 @@ def test_push_prefix_streams_spack_tarball(
         repo = ref + ("-stream" if stream else "-file")
         results = oci.push(repo, items, buildinfo_dump=dump, stream_layers=stream)
         assert [r.status for r in results] == ["pushed", "pushed"], [r.error for r in results]
-        for r, p in zip(results, (a, b)):
+        for r, p in zip(results, (a, b), strict=False):
             assert r.relocate_textfiles == ["bin/" + p.name[0]]
             assert r.relocate_links == ["lib/link"]
             blob = tmp_path / f"{r.key}-{stream}.tar.gz"
@@ -411,7 +411,8 @@ def test_fork_uses_a_fresh_runtime(registry: Registry, repo_name: str) -> None:
         "o.upload_blob(ref, b'parent')\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
-        "    ok = o.upload_blob(ref, b'child')[1] and o.blob_exists(ref, o.upload_blob(ref, b'parent')[0])\n"
+        "    parent = o.upload_blob(ref, b'parent')[0]\n"
+        "    ok = o.upload_blob(ref, b'child')[1] and o.blob_exists(ref, parent)\n"
         "    os._exit(0 if ok else 3)\n"
         "_, status = os.waitpid(pid, 0)\n"
         "assert o.list_tags(ref) == []\n"

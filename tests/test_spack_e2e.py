@@ -22,9 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from registry import Registry
 from spack_env import LEAF, MID, ROOT, SpackEnv, parse_spec_list, skip_reason
-from test_spack_harness import check_installed, data_digests
-
 from spack_oci_rs import patch
+from test_spack_harness import check_installed, data_digests
 
 _REASON = skip_reason()
 if _REASON:

@@ -162,7 +162,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 def cmd_push_dir(args: argparse.Namespace) -> int:
     directory = Path(args.dir).resolve()
     parsed = oci.parse_reference(args.ref)
-    tag = args.tag or parsed["tag"]
+    tag = str(args.tag or parsed["tag"] or "latest")
     target = args.ref.split("@", 1)[0]
     if ":" in target.rsplit("/", 1)[-1]:
         target = target.rsplit(":", 1)[0]
@@ -249,8 +249,12 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON")
     common.add_argument("--username", help="registry username")
-    common.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
-    common.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    common.add_argument(
+        "--password-env", metavar="VAR", help="environment variable with the password"
+    )
+    common.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
     common.add_argument("--ca-cert", action="append", metavar="PEM", help="extra CA (file or dir)")
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     common.add_argument("--retries", type=int, default=5, help="attempts per request")
@@ -289,7 +293,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", default="amd64")
     s.set_defaults(func=cmd_fetch)
 
-    s = sub.add_parser("push-dir", parents=[common], help="push a directory as a Spack-style image")
+    s = sub.add_parser(
+        "push-dir", parents=[common], help="push a directory as a Spack-style image"
+    )
     s.add_argument("dir")
     s.add_argument("ref", help="target repository, with the tag to push (repo:tag)")
     s.add_argument("--tag", help="the tag (default: the one in ref)")

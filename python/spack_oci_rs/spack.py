@@ -90,7 +90,7 @@ def client(*domains: str) -> engine.Client:
 
 
 def _format_spec(spec: spack.spec.Spec) -> str:
-    return spec.cformat("{name}{@version}{/hash:7}")
+    return str(spec.cformat("{name}{@version}{/hash:7}"))
 
 
 def _expected_layers(*specs: spack.spec.Spec) -> list[str]:
@@ -107,16 +107,14 @@ def _expected_layers(*specs: spack.spec.Spec) -> list[str]:
 
 def _env(spec_list: Sequence[spack.spec.Spec], base_config: dict[str, Any]) -> list[str]:
     env = bindist._oci_retrieve_env_dict_from_config(base_config)
-    spack.user_environment.environment_modifications_for_specs(*spec_list).apply_modifications(
-        env
-    )
+    spack.user_environment.environment_modifications_for_specs(*spec_list).apply_modifications(env)
     return [f"{k}={v}" for k, v in env.items()]
 
 
 def _extra_config(spec: spack.spec.Spec) -> dict[str, Any]:
     """Spack's ``extra_config``: the spec dict and build-cache fields. The checksum and size
     are placeholders the engine fills in place once the layer is built."""
-    spec_dict = spec.to_dict(hash=ht.dag_hash)
+    spec_dict: dict[str, Any] = spec.to_dict(hash=ht.dag_hash)
     spec_dict["buildcache_layout_version"] = bindist.CURRENT_BUILD_CACHE_LAYOUT_VERSION
     spec_dict["binary_cache_checksum"] = None
     spec_dict["archive_size"] = None
@@ -126,19 +124,19 @@ def _extra_config(spec: spack.spec.Spec) -> dict[str, Any]:
 
 
 def _dump_buildinfo(buildinfo: dict[str, Any]) -> bytes:
-    return syaml.dump(buildinfo, default_flow_style=True).encode("utf-8")
+    return str(syaml.dump(buildinfo, default_flow_style=True)).encode("utf-8")
 
 
 def _jobs() -> int:
     try:
         import spack.util.cpus
 
-        return max(1, spack.util.cpus.determine_number_of_jobs(parallel=True))
+        return max(1, int(spack.util.cpus.determine_number_of_jobs(parallel=True)))
     except Exception:
         return os.cpu_count() or 1
 
 
-class RustOCIUploader(bindist.Uploader):
+class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
     """Spack's ``OCIUploader`` on the engine: one ``push`` call for all specs."""
 
     def __init__(
@@ -238,7 +236,7 @@ class RustOCIUploader(bindist.Uploader):
         results = self._run(items, progress)
         skipped: list[spack.spec.Spec] = []
         errors: list[tuple[spack.spec.Spec, BaseException]] = []
-        for spec, r in zip(specs, results):
+        for spec, r in zip(specs, results, strict=False):
             if r.digest is not None and r.diff_id is not None and r.size is not None:
                 self._layers[r.key] = (r.digest, r.diff_id, r.size)
             if r.status == "skipped":
@@ -285,7 +283,7 @@ def update_index(image_ref: ImageReference, tmpdir: str) -> None:
     engine.upload_index(ref, index_json_path, client=c)
 
 
-class RustOCIIndexFetcher(bindist.IndexFetcher):
+class RustOCIIndexFetcher(bindist.IndexFetcher):  # type: ignore[misc]
     """Spack's ``OCIIndexFetcher`` on the engine (also for ``oci+http://`` mirrors)."""
 
     def __init__(self, url_and_version: Any, local_hash: str | None) -> None:
@@ -382,7 +380,7 @@ def prefetch_for_install(tasks: Iterable[Any]) -> int:
         specs_here = list(pending.values())
         refs = [ref_string(mirror.with_tag(bindist._oci_default_tag(s))) for s in specs_here]
         results = engine.prefetch_images(refs, root, client=client(mirror.domain))
-        for spec, r in zip(specs_here, results):
+        for spec, r in zip(specs_here, results, strict=False):
             if r.ok:
                 downloaded += r.downloaded
                 pending.pop(spec.dag_hash(), None)
