@@ -64,7 +64,10 @@ pub async fn probe(client: &Client, reference: &Reference) -> Result<Probe> {
     let (connect_ms, http_version, auth_scheme) = ping(client, reference).await?;
     let (rtt_ms, _, _) = ping(client, reference).await?;
     let tags = client.list_tags(reference).await;
-    let pull = tags.as_ref().map(|t| format!("{} tags", t.len())).map_err(Clone::clone);
+    let pull = tags
+        .as_ref()
+        .map(|t| format!("{} tags", t.len()))
+        .map_err(Clone::clone);
     let push = async {
         let what = format!("opening an upload session in {}", reference.repository());
         let loc = client.start_upload(reference, &what).await?;
@@ -80,16 +83,34 @@ pub async fn probe(client: &Client, reference: &Reference) -> Result<Probe> {
         if let Ok(m) = client.get_manifest(&reference.with_tag(&tag)).await {
             if let Ok(cfg) = m.config() {
                 let what = format!("range request for {}", cfg.digest);
-                let req = request(reference, Method::GET, reference.blob_url(&cfg.digest), false, &what)
-                    .header(RANGE, "bytes=0-0");
+                let req = request(
+                    reference,
+                    Method::GET,
+                    reference.blob_url(&cfg.digest),
+                    false,
+                    &what,
+                )
+                .header(RANGE, "bytes=0-0");
                 if let Ok(resp) = client.send(&req).await {
                     range = Some(resp.status().as_u16() == 206);
                 }
                 if push.is_ok() {
-                    mount = client.mount_blob(reference, &cfg.digest, reference).await.ok();
+                    mount = client
+                        .mount_blob(reference, &cfg.digest, reference)
+                        .await
+                        .ok();
                 }
             }
         }
     }
-    Ok(Probe { connect_ms, rtt_ms, http_version, auth_scheme, pull, push, range, mount })
+    Ok(Probe {
+        connect_ms,
+        rtt_ms,
+        http_version,
+        auth_scheme,
+        pull,
+        push,
+        range,
+        mount,
+    })
 }
