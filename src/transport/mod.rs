@@ -8,7 +8,7 @@ pub mod retry;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{Error, ErrorKind, RegistryCode, Result};
 use crate::reference::Scheme;
 use auth::{AuthCache, Challenge, CredentialProvider, HostAuth, Scope, StaticCredentials};
-use retry::{is_retryable_status, parse_retry_after, RetryPolicy};
+use retry::{is_retryable_status, parse_retry_after, Retrier, RetryPolicy};
 
 /// Spack's default `config:connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -268,9 +268,11 @@ impl Client {
     /// the caller must judge (2xx, 3xx, and 4xx other than 401); retryable failures are
     /// retried and, when attempts run out, returned as errors.
     pub async fn send(&self, req: &Request) -> Result<Response> {
-        let policy = &self.inner.opts.retry;
-        let start = Instant::now();
-        let mut attempt = 1;
+        self.send_with(req, &mut self.retrier()).await
+    }
+
+    /// [`Client::send`] as part of a larger operation whose retries `retrier` counts.
+    pub async fn send_with(&self, req: &Request, retrier: &mut Retrier) -> Result<Response> {
         loop {
             let err = match self.send_authenticated(req).await {
                 Ok(resp) if is_retryable_status(resp.status().as_u16()) => {
@@ -279,18 +281,13 @@ impl Client {
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
             };
-            match policy.delay(attempt, start.elapsed(), &err) {
-                Some(delay) => {
-                    tracing::debug!(what = %req.what, attempt, ?delay, error = %err, "retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                None if attempt > 1 && err.is_retryable() => {
-                    return Err(err.context(format!("after {attempt} attempts")));
-                }
-                None => return Err(err),
-            }
+            retrier.wait(err, &req.what).await?;
         }
+    }
+
+    /// A fresh retry state for one operation, with this client's policy.
+    pub fn retrier(&self) -> Retrier {
+        Retrier::new(&self.inner.opts.retry)
     }
 
     /// One attempt, plus at most one re-authentication after a 401.
@@ -681,14 +678,30 @@ pub fn parse_error_codes(body: &[u8]) -> Vec<RegistryCode> {
     struct Item {
         code: Option<String>,
         message: Option<String>,
+        detail: Option<serde_json::Value>,
     }
     serde_json::from_slice::<Body>(body)
         .map(|b| {
             b.errors
                 .into_iter()
-                .map(|i| RegistryCode {
-                    code: i.code.unwrap_or_default(),
-                    message: i.message.unwrap_or_default(),
+                .map(|i| {
+                    let mut message = i.message.unwrap_or_default();
+                    // A string detail names the thing (distribution: the missing blob's
+                    // digest for BLOB_UNKNOWN); keep it, bounded.
+                    if let Some(serde_json::Value::String(d)) = i.detail {
+                        if !d.is_empty() && !message.contains(&d) {
+                            let d: String = d.chars().take(200).collect();
+                            message = if message.is_empty() {
+                                d
+                            } else {
+                                format!("{message} ({d})")
+                            };
+                        }
+                    }
+                    RegistryCode {
+                        code: i.code.unwrap_or_default(),
+                        message,
+                    }
                 })
                 .collect()
         })

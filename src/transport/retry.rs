@@ -1,6 +1,13 @@
 //! Retry policy: exponential backoff with jitter, `Retry-After`, attempt and time budgets.
+//!
+//! A [`Retrier`] carries the state of one operation's retries. An operation made of several
+//! requests (a download resumed with `Range`, an upload session: POST, PATCH…, PUT) shares
+//! one retrier between them, so that retries do not multiply: a registry that always fails
+//! sees at most `max_attempts` requests per operation, spread over the backoff delays. Progress
+//! (bytes received) starts the count and the budget over, so a long download survives any
+//! number of drops as long as each one moves it forward.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Error;
 
@@ -12,11 +19,12 @@ pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
-    /// Total attempts per request, the first included (1 = no retries).
+    /// Total attempts per operation, the first included (1 = no retries).
     pub max_attempts: u32,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
-    /// No retry starts after this much time has passed since the first attempt.
+    /// No retry starts after this much time has passed since the first attempt (or since
+    /// the last progress), and no `Retry-After` wait may end beyond it.
     pub budget: Duration,
 }
 
@@ -31,14 +39,35 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Why a failed attempt is not retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The error cannot go away by trying again (404, 403, a bad digest, …).
+    NotRetryable,
+    /// `max_attempts` attempts were made.
+    Attempts,
+    /// The time budget is spent (or the backoff would end beyond it).
+    Budget,
+    /// The registry asked to wait (`Retry-After`) longer than the budget allows.
+    RetryAfter(Duration),
+}
+
 impl RetryPolicy {
-    /// The delay before attempt `attempt + 1` (attempt counts from 1), or `None` to give up.
-    pub fn delay(&self, attempt: u32, elapsed: Duration, err: &Error) -> Option<Duration> {
-        if !err.is_retryable() || attempt >= self.max_attempts {
-            return None;
+    /// The delay before attempt `attempt + 1` (attempt counts from 1), or why to give up.
+    pub fn decide(&self, attempt: u32, elapsed: Duration, err: &Error) -> Result<Duration, GiveUp> {
+        if !err.is_retryable() {
+            return Err(GiveUp::NotRetryable);
+        }
+        if attempt >= self.max_attempts {
+            return Err(GiveUp::Attempts);
         }
         let delay = if let Some(after) = err.retry_after() {
-            after.min(self.max_backoff)
+            // Honour the registry's wish, plus a little jitter so that many clients told
+            // the same date do not all come back at the same instant.
+            if elapsed + after > self.budget {
+                return Err(GiveUp::RetryAfter(after));
+            }
+            after + after.mul_f64(rand::random::<f64>() * 0.1)
         } else {
             let exp = self
                 .initial_backoff
@@ -49,9 +78,86 @@ impl RetryPolicy {
             half + exp.mul_f64(rand::random::<f64>() * 0.5)
         };
         if elapsed + delay > self.budget {
-            return None;
+            return Err(GiveUp::Budget);
         }
-        Some(delay)
+        Ok(delay)
+    }
+
+    /// The delay before attempt `attempt + 1`, or `None` to give up.
+    pub fn delay(&self, attempt: u32, elapsed: Duration, err: &Error) -> Option<Duration> {
+        self.decide(attempt, elapsed, err).ok()
+    }
+}
+
+/// The retry state of one operation (see the module documentation).
+#[derive(Debug)]
+pub struct Retrier {
+    policy: RetryPolicy,
+    start: Instant,
+    /// Attempts since the start or the last progress, the current one included.
+    attempt: u32,
+    /// Failed attempts that were retried, over the whole operation.
+    retries: u32,
+}
+
+impl Retrier {
+    pub fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            policy: policy.clone(),
+            start: Instant::now(),
+            attempt: 1,
+            retries: 0,
+        }
+    }
+
+    /// Failed attempts that were retried so far.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The operation moved forward (bytes arrived): attempts and budget start over.
+    pub fn progress(&mut self) {
+        self.attempt = 1;
+        self.start = Instant::now();
+    }
+
+    /// After a failed attempt: wait as the policy says and return `Ok` to try again, or
+    /// return the error to give up. An error given up on after retries says how many
+    /// attempts were made, and is marked final so that an enclosing operation sharing this
+    /// retrier, or a caller with its own, does not retry it again.
+    pub async fn wait(&mut self, err: Error, what: &str) -> Result<(), Error> {
+        let elapsed = self.start.elapsed();
+        match self.policy.decide(self.attempt, elapsed, &err) {
+            Ok(delay) => {
+                tracing::debug!(%what, attempt = self.attempt, ?delay, error = %err, "retrying");
+                tokio::time::sleep(delay).await;
+                self.attempt += 1;
+                self.retries += 1;
+                Ok(())
+            }
+            Err(GiveUp::NotRetryable) => Err(err),
+            Err(GiveUp::Attempts) if self.attempt > 1 => Err(err
+                .context(format!("after {} attempts", self.attempt))
+                .with_retryable(false)),
+            Err(GiveUp::Attempts) => Err(err.with_retryable(false)),
+            Err(GiveUp::Budget) => Err(err
+                .context(format!(
+                    "after {} attempts in {:.1}s (retry budget {:.1}s)",
+                    self.attempt,
+                    elapsed.as_secs_f64(),
+                    self.policy.budget.as_secs_f64()
+                ))
+                .with_retryable(false)),
+            Err(GiveUp::RetryAfter(after)) => Err(err
+                .context(format!(
+                    "the registry asked to retry after {:.0}s, beyond the retry budget \
+                     ({:.1}s left of {:.1}s)",
+                    after.as_secs_f64(),
+                    self.policy.budget.saturating_sub(elapsed).as_secs_f64(),
+                    self.policy.budget.as_secs_f64()
+                ))
+                .with_retryable(false)),
+        }
     }
 }
 
@@ -97,14 +203,60 @@ mod tests {
         let e = Error::new(ErrorKind::Transport, "x").with_retryable(true);
         let d1 = p.delay(1, Duration::ZERO, &e).unwrap();
         assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200));
-        assert!(p.delay(5, Duration::ZERO, &e).is_none());
+        let d3 = p.delay(3, Duration::ZERO, &e).unwrap();
+        assert!(d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800));
+        assert_eq!(p.decide(5, Duration::ZERO, &e), Err(GiveUp::Attempts));
         let e2 = e.clone().with_retry_after(Some(Duration::from_secs(2)));
+        let d = p.delay(1, Duration::ZERO, &e2).unwrap();
+        assert!(d >= Duration::from_secs(2) && d <= Duration::from_millis(2200));
         assert_eq!(
-            p.delay(1, Duration::ZERO, &e2),
-            Some(Duration::from_secs(2))
+            p.decide(1, Duration::from_secs(299), &e2),
+            Err(GiveUp::RetryAfter(Duration::from_secs(2)))
         );
-        assert!(p.delay(1, Duration::from_secs(299), &e2).is_none());
+        assert_eq!(
+            p.decide(1, Duration::from_secs(300), &e),
+            Err(GiveUp::Budget)
+        );
+        // A Retry-After longer than the backoff cap is honoured, not shortened.
+        let long = e.clone().with_retry_after(Some(Duration::from_secs(60)));
+        assert!(p.delay(1, Duration::ZERO, &long).unwrap() >= Duration::from_secs(60));
         let fatal = Error::new(ErrorKind::NotFound, "x");
-        assert!(p.delay(1, Duration::ZERO, &fatal).is_none());
+        assert_eq!(
+            p.decide(1, Duration::ZERO, &fatal),
+            Err(GiveUp::NotRetryable)
+        );
+    }
+
+    #[tokio::test]
+    async fn retrier_shares_attempts_and_marks_final_errors() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let mut r = Retrier::new(&p);
+        let e = Error::new(ErrorKind::Transport, "reset").with_retryable(true);
+        assert!(r.wait(e.clone(), "x").await.is_ok());
+        assert!(r.wait(e.clone(), "x").await.is_ok());
+        let last = r.wait(e.clone(), "x").await.unwrap_err();
+        assert!(last.message().starts_with("after 3 attempts"), "{last}");
+        assert!(!last.is_retryable());
+        // An enclosing loop with the same retrier passes a final error through unchanged.
+        assert_eq!(
+            r.wait(last.clone(), "x").await.unwrap_err().message(),
+            last.message()
+        );
+        // Progress starts the count over.
+        r.progress();
+        assert!(r.wait(e.clone(), "x").await.is_ok());
+        assert_eq!(r.retries(), 3);
+        // A Retry-After beyond the budget gives up at once, saying so.
+        let mut r = Retrier::new(&RetryPolicy {
+            budget: Duration::from_secs(5),
+            ..p
+        });
+        let e = e.with_retry_after(Some(Duration::from_secs(3600)));
+        let err = r.wait(e, "x").await.unwrap_err();
+        assert!(err.message().contains("retry after 3600s"), "{err}");
     }
 }
