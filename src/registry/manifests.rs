@@ -23,6 +23,8 @@ pub struct Manifest {
     pub digest: Digest,
     pub bytes: Bytes,
     pub json: Value,
+    /// The URL it was fetched from (for messages).
+    pub url: String,
 }
 
 /// A layer or config descriptor.
@@ -55,7 +57,9 @@ impl Descriptor {
         let digest = field(v, "digest", what)?
             .as_str()
             .ok_or_else(|| Error::invalid_response(format!("{what}: digest is not a string")))?;
-        let digest = Digest::parse(digest).map_err(|e| e.context(what))?;
+        // A malformed digest here is the registry's fault, not the caller's.
+        let digest = Digest::parse(digest)
+            .map_err(|e| Error::invalid_response(format!("{what}: {}", e.message())))?;
         let size = field(v, "size", what)?
             .as_u64()
             .ok_or_else(|| Error::invalid_response(format!("{what}: size is not a number")))?;
@@ -70,7 +74,7 @@ impl Descriptor {
 impl Manifest {
     /// The config descriptor of an image manifest.
     pub fn config(&self) -> Result<Descriptor> {
-        let what = format!("manifest {}", self.digest);
+        let what = self.describe();
         Descriptor::from_json(
             field(&self.json, "config", &what)?,
             &format!("{what} config"),
@@ -79,7 +83,7 @@ impl Manifest {
 
     /// The layer descriptors of an image manifest.
     pub fn layers(&self) -> Result<Vec<Descriptor>> {
-        let what = format!("manifest {}", self.digest);
+        let what = self.describe();
         field(&self.json, "layers", &what)?
             .as_array()
             .ok_or_else(|| Error::invalid_response(format!("{what}: layers is not a list")))?
@@ -92,6 +96,45 @@ impl Manifest {
     pub fn is_index(&self) -> bool {
         media_types::is_index(&self.media_type)
     }
+
+    fn describe(&self) -> String {
+        if self.url.is_empty() {
+            format!("manifest {}", self.digest)
+        } else {
+            format!("manifest {} from {}", self.digest, self.url)
+        }
+    }
+}
+
+/// Whether a manifest PUT was refused because the registry lacks a blob it refers to.
+pub fn is_missing_blob_error(e: &Error) -> bool {
+    e.has_code("BLOB_UNKNOWN") || e.has_code("MANIFEST_BLOB_UNKNOWN")
+}
+
+/// The blobs an image manifest (or index: none) refers to: config first, then layers, each
+/// with a label for messages ("config", "layer 2 of 3").
+pub fn referenced_blobs(json: &Value) -> Vec<(String, Digest)> {
+    let mut out = Vec::new();
+    if let Some(d) = json
+        .pointer("/config/digest")
+        .and_then(Value::as_str)
+        .and_then(|d| Digest::parse(d).ok())
+    {
+        out.push(("config".to_string(), d));
+    }
+    if let Some(layers) = json.get("layers").and_then(Value::as_array) {
+        let n = layers.len();
+        for (i, l) in layers.iter().enumerate() {
+            if let Some(d) = l
+                .get("digest")
+                .and_then(Value::as_str)
+                .and_then(|d| Digest::parse(d).ok())
+            {
+                out.push((format!("layer {} of {n}", i + 1), d));
+            }
+        }
+    }
+    out
 }
 
 /// Compact JSON exactly as Python's `json.dumps(obj, separators=(",", ":"))`: key order kept,
@@ -200,31 +243,42 @@ impl Client {
             &what,
         )
         .header(ACCEPT, &media_types::accept_all());
-        let resp = self.send(&req).await?;
-        if resp.status().as_u16() != 200 {
-            return Err(error_from_response(resp, &what).await);
-        }
-        let content_type = resp
-            .header("content-type")
-            .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
-            .unwrap_or_default();
-        let bytes = resp.bytes_limited(MAX_MANIFEST_SIZE, &what).await?;
+        let url = req.url.clone();
+        // Body problems name the URL: a proxy in the way is the usual cause.
+        let at = format!("{what} from {url}");
+        let mut retrier = self.retrier();
+        let (content_type, bytes) = loop {
+            let resp = self.send_with(&req, &mut retrier).await?;
+            if resp.status().as_u16() != 200 {
+                return Err(error_from_response(resp, &what).await);
+            }
+            let content_type = resp
+                .header("content-type")
+                .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+                .unwrap_or_default();
+            match resp.bytes_limited(MAX_MANIFEST_SIZE, &at).await {
+                Ok(bytes) => break (content_type, bytes),
+                // A dropped connection: fetch again; an oversized one is final.
+                Err(e) => retrier.wait(e, &what).await?,
+            }
+        };
         let digest = Digest::of_bytes(&bytes);
         if let Some(expected) = &reference.digest {
             if *expected != digest {
                 return Err(Error::new(
                     ErrorKind::DigestMismatch,
-                    format!("{what}: expected {expected}, received {digest}"),
+                    format!("{at}: expected {expected}, received {digest}"),
                 ));
             }
         }
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            let hint = if bytes.trim_ascii_start().starts_with(b"<") {
-                " (received HTML: a proxy or login page?)"
+            let hint = if content_type == "text/html" || bytes.trim_ascii_start().starts_with(b"<")
+            {
+                " (received an HTML page: a proxy or login page in the way?)"
             } else {
                 ""
             };
-            Error::invalid_response(format!("{what}: the manifest is not JSON: {e}{hint}"))
+            Error::invalid_response(format!("{at}: the manifest is not JSON: {e}{hint}"))
         })?;
         let body_type = json.get("mediaType").and_then(Value::as_str).unwrap_or("");
         let media_type =
@@ -234,12 +288,8 @@ impl Client {
                 body_type.to_string()
             } else {
                 return Err(Error::invalid_response(format!(
-                    "{what}: unknown manifest media type {:?}",
-                    if content_type.is_empty() {
-                        body_type
-                    } else {
-                        &content_type
-                    }
+                    "{at}: not a manifest or index: media type {body_type:?} (Content-Type \
+                     {content_type:?})"
                 )));
             };
         Ok(Manifest {
@@ -247,6 +297,7 @@ impl Client {
             digest,
             bytes,
             json,
+            url,
         })
     }
 
@@ -285,21 +336,70 @@ impl Client {
         let resp = self.send(&req).await?;
         if resp.status().as_u16() != 201 {
             let err = error_from_response(resp, &what).await;
-            if err.has_code("BLOB_UNKNOWN") || err.has_code("MANIFEST_BLOB_UNKNOWN") {
-                let missing: Vec<String> = err
-                    .codes()
-                    .iter()
-                    .filter(|c| c.code.contains("BLOB_UNKNOWN"))
-                    .map(|c| c.message.clone())
-                    .collect();
-                return Err(err.context(format!(
-                    "the registry is missing a blob the manifest refers to ({})",
-                    missing.join(", ")
-                )));
+            if is_missing_blob_error(&err) {
+                return Err(self.name_missing_blobs(reference, &req, err).await);
             }
             return Err(err);
         }
         Ok((digest, size))
+    }
+
+    /// The error of a manifest PUT refused for a missing blob, saying which blobs the
+    /// repository lacks (checked with HEAD; the registry's own detail otherwise).
+    async fn name_missing_blobs(
+        &self,
+        reference: &Reference,
+        req: &crate::transport::Request,
+        err: Error,
+    ) -> Error {
+        let json = match &req.body {
+            Body::Bytes(b) => serde_json::from_slice::<Value>(b).ok(),
+            _ => None,
+        };
+        let missing = match json {
+            Some(json) => self
+                .missing_blobs(reference, &json)
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let named = if missing.is_empty() {
+            err.codes()
+                .iter()
+                .filter(|c| c.code.contains("BLOB_UNKNOWN"))
+                .map(|c| c.message.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        } else {
+            missing
+                .iter()
+                .map(|(label, d)| format!("{d} ({label})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        err.context(format!(
+            "the registry lacks blobs the manifest refers to: {named}"
+        ))
+    }
+
+    /// The blobs `manifest` refers to that the repository of `reference` lacks (HEAD each,
+    /// a few at a time), labelled as by [`referenced_blobs`].
+    pub async fn missing_blobs(
+        &self,
+        reference: &Reference,
+        manifest: &Value,
+    ) -> Result<Vec<(String, Digest)>> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        let blobs = referenced_blobs(manifest);
+        let found: Vec<Option<(String, Digest)>> =
+            stream::iter(blobs.into_iter().map(|(label, d)| async move {
+                let exists = self.blob_exists(reference, &d).await?;
+                Ok::<_, Error>((!exists).then_some((label, d)))
+            }))
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     /// Spack's `get_manifest_and_config`: fetch the manifest, descending into an index to the

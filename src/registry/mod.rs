@@ -5,7 +5,10 @@ mod manifests;
 mod tags;
 
 pub use blobs::{BlobSource, FetchOutcome};
-pub use manifests::{to_compact_json, Descriptor, ImageManifest, Manifest, MAX_MANIFEST_SIZE};
+pub use manifests::{
+    is_missing_blob_error, referenced_blobs, to_compact_json, Descriptor, ImageManifest, Manifest,
+    MAX_MANIFEST_SIZE,
+};
 
 use reqwest::Method;
 
