@@ -328,15 +328,29 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         bases.insert(arch, base);
     }
 
-    // (4) Configs and manifests.
+    // (4) Configs and manifests. A layer that vanished before its manifest went up is
+    // made again from its source (see `Reupload`).
+    let reupload = Reupload {
+        sources: items
+            .iter()
+            .zip(&slots)
+            .filter_map(|(it, s)| {
+                Some((s.result.layer.as_ref()?.digest.clone(), it.layer.as_ref()?))
+            })
+            .collect(),
+        base_image: base_image.as_ref(),
+        options: &options,
+        jobs: &jobs,
+    };
     let manifest_tasks = needs_manifest.iter().map(|&i| {
         let item = &items[i];
         let base = &bases[&item.architecture];
         let layers = &layers;
         let target = &target;
+        let reupload = &reupload;
         async move {
             let r = match base {
-                Ok((bm, bc)) => put_image(client, target, item, bm, bc, layers).await,
+                Ok((bm, bc)) => put_image(client, target, item, (bm, bc), layers, reupload).await,
                 Err(e) => Err(e
                     .clone()
                     .context(format!("base image for {}", item.architecture))),
@@ -482,26 +496,33 @@ async fn make_layer(
             let (tmp, info) = {
                 let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
                 let path = path.clone();
-                let topts = topts.clone();
+                let mut topts = topts.clone();
                 let buildinfo = buildinfo.clone();
                 let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-                tokio::task::spawn_blocking(move || -> Result<(tempfile::TempPath, TarballInfo)> {
-                    let tmp = tempfile::Builder::new()
-                        .prefix(".spack-oci-layer-")
-                        .suffix(".tar.gz")
-                        .tempfile_in(&tmpdir)
-                        .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?;
-                    let (file, tmp) = tmp.into_parts();
-                    let info = tarball::write_tarball(
+                // The temp file belongs to this future: if it is dropped (Ctrl-C), the file
+                // is removed at once and the tarball thread stops soon after.
+                let (file, tmp) = tempfile::Builder::new()
+                    .prefix(".spack-oci-layer-")
+                    .suffix(".tar.gz")
+                    .tempfile_in(&tmpdir)
+                    .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
+                    .into_parts();
+                let cancel = CancelOnDrop::default();
+                if topts.cancel.is_none() {
+                    topts.cancel = Some(cancel.0.clone());
+                }
+                let info = tokio::task::spawn_blocking(move || -> Result<TarballInfo> {
+                    tarball::write_tarball(
                         &path,
                         &topts,
                         |l| buildinfo(l),
                         io::BufWriter::with_capacity(1 << 20, file),
-                    )?;
-                    Ok((tmp, info))
+                    )
                 })
                 .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??
+                .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
+                drop(cancel);
+                (tmp, info)
             };
             let digest = info.compressed_digest.clone();
             let uploaded = client
@@ -518,6 +539,16 @@ async fn make_layer(
                 relocation: Some(info.relocation),
             })
         }
+    }
+}
+
+/// Sets its flag when dropped: tells a tarball thread that its future is gone.
+#[derive(Default)]
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -573,9 +604,8 @@ async fn stream_prefix(
     buildinfo: &BuildinfoFn,
     jobs: &Semaphore,
 ) -> Result<MadeLayer> {
-    let policy = client.options().retry.clone();
-    let start = Instant::now();
-    let mut attempt = 1;
+    // One retry state for the whole layer: its POSTs and whole-stream retries share it.
+    let mut retrier = client.retrier();
     let what = format!(
         "uploading the tarball of {} to {}",
         prefix.display(),
@@ -624,7 +654,9 @@ async fn stream_prefix(
                 )),
             }
         };
-        let result = client.upload_stream(target, body, finish, &what).await;
+        let result = client
+            .upload_stream_with(target, body, finish, &what, &mut retrier)
+            .await;
         drop(permit);
         match result {
             Ok(digest) => {
@@ -649,13 +681,7 @@ async fn stream_prefix(
                 if let Some(be) = builder_result.lock().expect("slot").take() {
                     return Err(be);
                 }
-                match policy.delay(attempt, start.elapsed(), &e) {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
-                    }
-                    None => return Err(e),
-                }
+                retrier.wait(e, &what).await?;
             }
         }
     }
@@ -777,30 +803,91 @@ pub async fn copy_missing_layers(
     Ok((im.manifest.json, im.config))
 }
 
+/// What a push can upload again when a manifest PUT says a blob is missing (`BLOB_UNKNOWN`:
+/// garbage collection or a concurrent delete between the layer upload and the manifest).
+struct Reupload<'a> {
+    /// The layers this push made or found, by digest, with their sources.
+    sources: HashMap<Digest, &'a LayerSource>,
+    base_image: Option<&'a Reference>,
+    options: &'a PushOptions,
+    jobs: &'a Semaphore,
+}
+
 /// Compose the config and manifest of one item (Spack's `_oci_put_manifest`) and upload both.
+/// A manifest refused for a missing blob gets its missing blobs uploaded again (config,
+/// layers re-made from their tarball or prefix, base layers copied again), then one more PUT.
 async fn put_image(
     client: &Client,
     target: &Reference,
     item: &PushItem,
-    base_manifest: &Value,
-    base_config: &Value,
+    (base_manifest, base_config): (&Value, &Value),
     layers: &HashMap<String, LayerInfo>,
+    reupload: &Reupload<'_>,
 ) -> Result<(Digest, u64)> {
     let (config_bytes, manifest_bytes, media_type) =
         compose_image(item, base_manifest, base_config, layers)?;
     let reference = target.with_tag(&item.tag);
     let config_digest = Digest::of_bytes(&config_bytes);
+    let config_bytes = Bytes::from(config_bytes);
+    let manifest_bytes = Bytes::from(manifest_bytes);
     client
         .upload_blob(
             &reference,
-            &BlobSource::Bytes(Bytes::from(config_bytes)),
+            &BlobSource::Bytes(config_bytes.clone()),
             &config_digest,
             false,
         )
         .await?;
-    client
-        .put_manifest(&reference, Bytes::from(manifest_bytes), &media_type, false)
+    match client
+        .put_manifest(&reference, manifest_bytes.clone(), &media_type, false)
         .await
+    {
+        Err(e) if crate::registry::is_missing_blob_error(&e) => {
+            tracing::info!(error = %e, "blobs vanished before the manifest; uploading them again");
+            let manifest: Value = serde_json::from_slice(&manifest_bytes)
+                .map_err(|j| Error::invalid_input(format!("composed manifest: {j}")))?;
+            for (label, digest) in client.missing_blobs(&reference, &manifest).await? {
+                if digest == config_digest {
+                    let source = BlobSource::Bytes(config_bytes.clone());
+                    client
+                        .upload_blob(&reference, &source, &digest, true)
+                        .await?;
+                } else if let Some(source) = reupload.sources.get(&digest) {
+                    let made =
+                        make_layer(client, target, source, reupload.options, reupload.jobs).await?;
+                    if made.info.digest != digest {
+                        return Err(e.context(format!(
+                            "{digest} ({label}) was made again but came out as {}",
+                            made.info.digest
+                        )));
+                    }
+                } else if let (Some(base), Some(size)) =
+                    (reupload.base_image, layer_size(base_manifest, &digest))
+                {
+                    client.copy_blob(base, target, &digest, size).await?;
+                } else {
+                    return Err(e.context(format!(
+                        "{digest} ({label}) cannot be uploaded again: this push did not make it"
+                    )));
+                }
+            }
+            client
+                .put_manifest(&reference, manifest_bytes, &media_type, false)
+                .await
+        }
+        r => r,
+    }
+}
+
+/// The size of layer `digest` of a manifest, if it has that layer.
+fn layer_size(manifest: &Value, digest: &Digest) -> Option<u64> {
+    manifest
+        .get("layers")?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("digest").and_then(Value::as_str) == Some(&digest.to_string()))?
+        .get("size")?
+        .as_u64()
 }
 
 /// The exact config and manifest bytes of an item, and the manifest media type.
