@@ -30,9 +30,19 @@ class Client:
         verify_ssl: ``False`` disables TLS certificate checks (Spack's ``config:verify_ssl``).
         connect_timeout: seconds to establish a connection (Spack's ``config:connect_timeout``).
         read_timeout: seconds without receiving data before a request counts as stalled.
-        retries: attempts per request, the first included (retries on connection errors,
-            timeouts, 408, 429 and 5xx, honouring ``Retry-After``).
+        retries: attempts per operation, the first included. Connection errors, resets,
+            stalls, 408, 429 and 5xx are retried with exponential backoff and jitter,
+            honouring ``Retry-After`` (seconds or HTTP-date); 400, 401 (after one
+            re-authentication), 403 and 404 are not. The requests of one operation (an
+            upload session, a resumed download) share the count, so a failing registry sees
+            at most ``retries`` attempts of each; a download that makes progress starts the
+            count over.
         max_concurrency: requests in flight per registry.
+        retry_budget: seconds after which no retry starts (counted from the first attempt,
+            or from the last progress of a download); a ``Retry-After`` that would end
+            beyond it fails at once.
+        retry_backoff: the first retry's delay in seconds (doubling up to 30 s, each delay
+            randomly between half and all of it).
     """
 
     def __new__(
@@ -45,6 +55,8 @@ class Client:
         read_timeout: float = 60.0,
         retries: int = 5,
         max_concurrency: int = 32,
+        retry_budget: float = 300.0,
+        retry_backoff: float = 0.2,
     ) -> Client: ...
 
 def list_tags(ref: str, *, client: Client | None = None) -> list[str]:
@@ -58,8 +70,11 @@ def fetch_blob(ref: str, digest: str, dest: _Path, *, client: Client | None = No
     """Stream blob ``digest`` of the repository of ``ref`` to ``dest``; return its size.
 
     The sha256 is verified while streaming into a temp file in ``dest``'s directory, which is
-    renamed to ``dest`` only after the digest matched: ``dest`` never holds a partial or wrong
-    file. A dropped connection resumes with ``Range`` where the registry supports it.
+    synced and renamed to ``dest`` only after the digest matched: ``dest`` never holds a
+    partial or wrong file, and a failed or cancelled download leaves no file behind. A
+    dropped or stalled connection resumes with ``Range`` where the registry supports it (else
+    the download starts over); bytes that do not match are downloaded once more before
+    :class:`DigestMismatchError` is raised.
 
     Raises:
         DigestMismatchError: the bytes do not match ``digest`` (nothing is written).
@@ -83,6 +98,16 @@ class FetchResult:
     @property
     def error(self) -> BaseException | None:
         """The exception of a failed download, else None."""
+    @property
+    def resumed(self) -> int:
+        """Times the download resumed with ``Range`` after a dropped connection."""
+    @property
+    def restarted(self) -> int:
+        """Times it started over from the first byte (``Range`` not honoured, or wrong
+        bytes once)."""
+    @property
+    def retries(self) -> int:
+        """Failed attempts that were retried (drops, stalls, 429/5xx answers)."""
 
 def fetch_blobs(
     requests: Sequence[tuple[str, str, _Path]],
@@ -114,6 +139,11 @@ def upload_blob(
         data: the blob's bytes or a file to stream.
         digest: its digest; computed when not given.
         force: upload even if the registry has it (skips the HEAD check).
+
+    A failed upload starts over with a new session (never re-sending to a failed one). A
+    registry that refuses the whole blob in one request (413) gets it in chunks (``PATCH``
+    with ``Content-Range``) of its ``OCI-Chunk-Min-Length``, else 4 MiB, halved while it
+    still refuses.
 
     Returns:
         ``(digest, uploaded)``; ``uploaded`` is False when the blob existed.
@@ -388,7 +418,11 @@ def push(
     time (default: CPUs) and uploaded once per digest; prefixes are archived and streamed
     straight into the upload (``stream_layers=False``: via a temp file in ``tmpdir``).
     Manifests go up only after all their layers are present. One failing item does not stop
-    the others; an item is "pushed" only once the registry accepted its manifest.
+    the others; an item is "pushed" only once the registry accepted its manifest. A manifest
+    refused because a blob vanished after its upload (``BLOB_UNKNOWN``) gets the missing
+    blobs uploaded again (layers re-made from their tarball or prefix, base layers copied
+    again) and is sent once more; a blob this push cannot re-make fails the item with an
+    error naming its digest.
 
     Args:
         target: the repository (``oci://host/repo``); item tags replace its tag.

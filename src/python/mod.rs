@@ -62,6 +62,8 @@ impl Client {
         read_timeout = 60.0,
         retries = 5,
         max_concurrency = 32,
+        retry_budget = 300.0,
+        retry_backoff = 0.2,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -72,6 +74,8 @@ impl Client {
         read_timeout: f64,
         retries: u32,
         max_concurrency: usize,
+        retry_budget: f64,
+        retry_backoff: f64,
     ) -> PyResult<Self> {
         let mut creds = StaticCredentials::new();
         let mut registries = Vec::new();
@@ -106,6 +110,8 @@ impl Client {
             ..ClientOptions::default()
         };
         options.retry.max_attempts = retries.max(1);
+        options.retry.budget = positive("retry_budget", retry_budget)?;
+        options.retry.initial_backoff = positive("retry_backoff", retry_backoff)?;
         Ok(Self {
             options,
             registries,
@@ -116,11 +122,13 @@ impl Client {
     fn __repr__(&self) -> String {
         // Registries with credentials are named; the credentials never are.
         format!(
-            "Client(credentials_for={:?}, verify_ssl={}, connect_timeout={:?}, retries={})",
+            "Client(credentials_for={:?}, verify_ssl={}, connect_timeout={:?}, retries={}, \
+             retry_budget={:?})",
             self.registries,
             self.options.verify_tls,
             self.options.connect_timeout.as_secs_f64(),
-            self.options.retry.max_attempts
+            self.options.retry.max_attempts,
+            self.options.retry.budget.as_secs_f64()
         )
     }
 }

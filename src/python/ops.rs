@@ -104,6 +104,12 @@ pub struct FetchResult {
     ok: bool,
     size: Option<u64>,
     error: Option<Py<PyAny>>,
+    /// Times the download resumed with `Range` after a drop.
+    resumed: u32,
+    /// Times it started over from the first byte.
+    restarted: u32,
+    /// Failed attempts that were retried.
+    retries: u32,
 }
 
 #[pymethods]
@@ -139,7 +145,7 @@ fn fetch_blobs(
             let c = c.clone();
             async move {
                 match p {
-                    Ok((r, d)) => c.fetch_blob(r, d, dest).await.map(|o| o.size),
+                    Ok((r, d)) => c.fetch_blob(r, d, dest).await,
                     Err(e) => Err(e.clone()),
                 }
             }
@@ -153,13 +159,16 @@ fn fetch_blobs(
         .into_iter()
         .zip(requests)
         .map(|(r, (rf, d, dest))| match r {
-            Ok(size) => FetchResult {
+            Ok(o) => FetchResult {
                 r#ref: rf,
                 digest: d,
                 dest,
                 ok: true,
-                size: Some(size),
+                size: Some(o.size),
                 error: None,
+                resumed: o.resumed,
+                restarted: o.restarted,
+                retries: o.retries,
             },
             Err(e) => FetchResult {
                 r#ref: rf,
@@ -168,6 +177,9 @@ fn fetch_blobs(
                 ok: false,
                 size: None,
                 error: Some(to_pyerr(py, &e).into_value(py).into_any()),
+                resumed: 0,
+                restarted: 0,
+                retries: 0,
             },
         })
         .collect())
