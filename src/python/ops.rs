@@ -474,10 +474,15 @@ fn prefetch_images(
 /// `range` and `mount` (bool or None when they could not be tried).
 #[pyfunction]
 #[pyo3(signature = (r#ref, *, client = None))]
-fn probe<'py>(py: Python<'py>, r#ref: &str, client: Option<&Bound<'_, Client>>) -> PyResult<Bound<'py, PyDict>> {
+fn probe<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyDict>> {
     let reference = parse_ref(py, r#ref)?;
     let c = client_for(py, client)?;
-    let p = block_on(py, async move { crate::probe::probe(&c, &reference).await })?.into_py_result(py)?;
+    let p = block_on(py, async move { crate::probe::probe(&c, &reference).await })?
+        .into_py_result(py)?;
     let d = PyDict::new(py);
     d.set_item("connect_ms", p.connect_ms)?;
     d.set_item("rtt_ms", p.rtt_ms)?;
