@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RustOCIIndexFetcher",
     "RustOCIUploader",
+    "download_tarball",
     "fetch_to_stage",
     "prefetch_for_install",
     "update_index",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: Clients by their settings, so that one Spack process reuses connections and tokens.
 _CLIENTS: dict[tuple[Any, ...], engine.Client] = {}
+
+#: Image reference -> (config digest, layer digest) of images prefetched for an install.
+_PREFETCHED: dict[str, tuple[str, str]] = {}
 
 
 def ref_string(ref: ImageReference, *, tag: bool = True) -> str:
@@ -380,9 +384,63 @@ def prefetch_for_install(tasks: Iterable[Any]) -> int:
         specs_here = list(pending.values())
         refs = [ref_string(mirror.with_tag(bindist._oci_default_tag(s))) for s in specs_here]
         results = engine.prefetch_images(refs, root, client=client(mirror.domain))
-        for spec, r in zip(specs_here, results, strict=False):
-            if r.ok:
+        for spec, r in zip(specs_here, results, strict=True):
+            if r.ok and r.config_digest and r.layer_digest:
+                _PREFETCHED[r.ref] = (r.config_digest, r.layer_digest)
                 downloaded += r.downloaded
                 pending.pop(spec.dag_hash(), None)
     tty.debug(f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs")
     return downloaded
+
+
+def download_tarball(spec: spack.spec.Spec, ref: ImageReference, fetch_url: str) -> Any:
+    """The OCI branch of Spack's ``download_tarball`` for one mirror: the spec file and the
+    tarball as stages, checked and cached, or None to try the next mirror.
+
+    The digests come from the install prefetch when it had this image (no request, and the
+    blobs are in the download cache already); otherwise the manifest is fetched once.
+    """
+    from spack.oci.image import Digest
+
+    key = ref_string(ref)
+    digests = _PREFETCHED.get(key)
+    if digests is None:
+        try:
+            manifest, _ = engine.get_manifest_and_config(key, recurse=0, client=client(ref.domain))
+            digests = (manifest["config"]["digest"], manifest["layers"][-1]["digest"])
+        except (engine.OciError, KeyError, IndexError, TypeError) as e:
+            tty.debug(f"spack_oci_rs: no binary for {_format_spec(spec)} in {key}: {e}")
+            return None
+    spec_digest, tarball_digest = (Digest.from_string(d) for d in digests)
+
+    with spack.oci.oci.make_stage(ref.blob_url(spec_digest), spec_digest, keep=True) as stage:
+        try:
+            stage.fetch()
+            stage.check()
+            bindist.get_valid_spec_file(
+                stage.save_filename, bindist.CURRENT_BUILD_CACHE_LAYOUT_VERSION
+            )
+        except bindist.InvalidMetadataFile as e:
+            tty.warn(
+                f"Ignoring binary package for {spec.name}/{spec.dag_hash()[:7]} "
+                f"from {fetch_url} due to invalid metadata file: {e}"
+            )
+            stage.destroy()
+            return None
+        except Exception as e:
+            tty.debug(f"spack_oci_rs: spec file of {_format_spec(spec)} from {key}: {e}")
+            return None
+        stage.cache_local()
+    stage.destroy()
+
+    with spack.oci.oci.make_stage(
+        ref.blob_url(tarball_digest), tarball_digest, keep=True
+    ) as tarball_stage:
+        try:
+            tarball_stage.fetch()
+            tarball_stage.check()
+        except Exception as e:
+            tty.debug(f"spack_oci_rs: tarball of {_format_spec(spec)} from {key}: {e}")
+            return None
+        tarball_stage.cache_local()
+    return tarball_stage
