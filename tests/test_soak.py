@@ -63,6 +63,22 @@ def add_random_faults(proxy: FaultProxy, rng: random.Random) -> None:
     p(Fault.corrupt(), "GET", BLOB, times=None, probability=0.03)
 
 
+def retried_requests(proxy: FaultProxy) -> int:
+    """Requests that repeat (same method and path, query aside) one that got a fault: the
+    engine's retries as the registry sees them (a lower bound: an upload that starts over
+    from the POST after a failed PUT counts once, as the repeated POST or PUT)."""
+    pending: set[tuple[str, str]] = set()
+    retried = 0
+    for rec in list(proxy.log):
+        key = (rec.method, rec.path.split("?")[0])
+        if key in pending:
+            retried += 1
+            pending.discard(key)
+        if rec.fault not in (None, "redirect", "delay"):
+            pending.add(key)
+    return retried
+
+
 def tarball(rng: random.Random, name: str) -> tuple[bytes, str]:
     """A small random .tar.gz and its uncompressed digest."""
     raw = io.BytesIO()
@@ -175,6 +191,7 @@ def test_soak(
         ]
         faults = dict(proxy.faults)
         requests = proxy.requests
+        retried = retried_requests(proxy)
 
     summary = {
         "seed": SEED,
@@ -184,6 +201,7 @@ def test_soak(
         "requests": requests,
         "faults_injected": sum(faults.values()),
         "faults_by_kind": faults,
+        "retried_requests": retried,
         "download_retries": figures["download retries"],
         "downloads_ok": figures["downloads ok"],
         "downloads_resumed": figures["downloads resumed"],
