@@ -3,7 +3,9 @@
 //! retries with backoff. Registry operations (`crate::registry`) build on [`Client::send`].
 
 pub mod auth;
+pub mod credentials;
 pub mod retry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,13 +13,18 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, ErrorKind, RegistryCode, Result};
 use crate::reference::Scheme;
-use auth::{AuthCache, Challenge, CredentialProvider, HostAuth, Scope, StaticCredentials};
+use auth::{
+    AuthCache, Challenge, CredentialProvider, HostAuth, LoginFailure, Scope, SecretKind,
+    StaticCredentials,
+};
 use retry::{is_retryable_status, parse_retry_after, Retrier, RetryPolicy};
 
 /// Spack's default `config:connect_timeout`.
@@ -45,6 +52,32 @@ pub struct ClientOptions {
     pub max_concurrency_per_registry: usize,
     pub user_agent: String,
     pub credentials: Arc<dyn CredentialProvider>,
+    /// Client certificate (PEM) for registries that require mutual TLS; with
+    /// `client_key`, or holding the key itself.
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    /// Names registries and files, never a secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("ca_certs", &self.ca_certs)
+            .field("verify_tls", &self.verify_tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("retry", &self.retry)
+            .field(
+                "max_concurrency_per_registry",
+                &self.max_concurrency_per_registry,
+            )
+            .field("user_agent", &self.user_agent)
+            .field("credentials", &self.credentials)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -58,6 +91,8 @@ impl Default for ClientOptions {
             max_concurrency_per_registry: DEFAULT_MAX_CONCURRENCY_PER_REGISTRY,
             user_agent: format!("spack-oci-rs/{}", env!("CARGO_PKG_VERSION")),
             credentials: Arc::new(StaticCredentials::new()),
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -181,38 +216,6 @@ fn install_crypto_provider() {
     });
 }
 
-fn load_ca_certs(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>> {
-    let mut certs = Vec::new();
-    for path in paths {
-        let files: Vec<PathBuf> = if path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| Error::io("reading CA directory", path, &e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            v.sort();
-            v
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            let pem = std::fs::read(&file).map_err(|e| Error::io("reading CA file", &file, &e))?;
-            match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(c) if !c.is_empty() => certs.extend(c),
-                // Directories (OpenSSL capath) may hold other files; a named file must parse.
-                _ if path.is_dir() => {}
-                _ => {
-                    return Err(Error::invalid_input(format!(
-                        "CA file {} holds no PEM certificate",
-                        file.display()
-                    )))
-                }
-            }
-        }
-    }
-    Ok(certs)
-}
-
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Self> {
         install_crypto_provider();
@@ -222,14 +225,9 @@ impl Client {
             .read_timeout(opts.read_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_adaptive_window(true)
+            .redirect(auth::redirect_policy())
             .tls_backend_rustls();
-        let certs = load_ca_certs(&opts.ca_certs)?;
-        if !certs.is_empty() {
-            builder = builder.tls_certs_merge(certs);
-        }
-        if !opts.verify_tls {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
+        builder = tls::configure(builder, &opts)?;
         let http = builder
             .build()
             .map_err(|e| Error::invalid_input(format!("cannot create HTTP client: {e}")))?;
@@ -297,59 +295,48 @@ impl Client {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        let challenges: Vec<Challenge> = resp
-            .inner
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(auth::parse_www_authenticate)
-            .collect();
+        let challenges = challenges_of(&resp.inner);
         drop(resp);
+        if self.has_static_token(&req.host) {
+            // A token given as it is: there is nothing to refresh.
+            return Err(self.login_error(req, &challenges, LoginFailure::Rejected(401)));
+        }
         self.learn_challenge(req, &challenges)?;
         if let Some(h) = &header {
             self.inner.auth.invalidate(&req.host, &req.scopes, h);
         }
         let header2 = self.auth_header(req, true).await?;
         if header2.is_none() {
-            return Err(self.login_error(req, "the registry requires authentication"));
+            return Err(self.login_error(req, &challenges, LoginFailure::Required));
         }
         let resp = self.send_once(req, header2.as_deref()).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(self.login_error(req, "the registry rejected the credentials"));
+            let challenges = challenges_of(&resp.inner);
+            return Err(self.login_error(req, &challenges, LoginFailure::Rejected(401)));
         }
         Ok(resp)
     }
 
-    fn login_error(&self, req: &Request, why: &str) -> Error {
-        let creds = self.inner.opts.credentials.credentials(&req.host);
-        let hint = if creds.is_some() {
-            format!(
-                "check the username and password configured for {} ({})",
-                req.host,
-                self.inner.opts.credentials.describe(&req.host)
-            )
-        } else {
-            format!(
-                "no credentials are configured for {}; set them with `spack mirror set \
-                 --oci-username-variable VAR --oci-password-variable VAR <mirror>`",
-                req.host
-            )
-        };
-        let scope = req
-            .scopes
-            .iter()
-            .map(Scope::as_param)
-            .collect::<Vec<_>>()
-            .join(" ");
-        Error::http(
-            ErrorKind::Authentication,
-            format!(
-                "{}: failed to log in to {} (scope {scope}): {why}; {hint}",
-                req.what, req.host
-            ),
-            401,
-            Vec::new(),
+    fn has_static_token(&self, host: &str) -> bool {
+        self.inner
+            .opts
+            .credentials
+            .credentials(host)
+            .is_some_and(|c| c.kind == SecretKind::BearerToken)
+    }
+
+    /// The error for a failed login (see [`auth::login_error`]).
+    fn login_error(&self, req: &Request, challenges: &[Challenge], failure: LoginFailure) -> Error {
+        let provider = &self.inner.opts.credentials;
+        let creds = provider.credentials(&req.host);
+        let source = creds.as_ref().map(|c| (c, provider.describe(&req.host)));
+        auth::login_error(
+            &req.what,
+            &req.host,
+            &req.scopes,
+            source,
+            challenges,
+            failure,
         )
     }
 
@@ -395,13 +382,19 @@ impl Client {
         }
     }
 
-    /// The `Authorization` header for a request, fetching a token when the registry is known
-    /// to use bearer tokens and none is cached for these scopes.
+    /// The `Authorization` header for a request: a static bearer token as it is; Basic when
+    /// the registry asks for Basic; else, when the registry is known to use bearer tokens, a
+    /// cached token for these scopes, fetched (once for all concurrent requests) if none is.
     async fn auth_header(&self, req: &Request, after_challenge: bool) -> Result<Option<String>> {
         let creds = self.inner.opts.credentials.credentials(&req.host);
+        if let Some(c) = creds.as_ref().filter(|c| c.kind == SecretKind::BearerToken) {
+            return Ok(Some(c.bearer_header()));
+        }
         match self.inner.auth.host_auth(&req.host) {
             None => Ok(None),
-            Some(HostAuth::Basic) => Ok(creds.map(|c| c.basic_header())),
+            Some(HostAuth::Basic) => Ok(creds
+                .filter(|c| c.kind == SecretKind::Password)
+                .map(|c| c.basic_header())),
             Some(HostAuth::Bearer { realm, service }) => {
                 if let Some(t) = self.inner.auth.token(&req.host, &req.scopes) {
                     return Ok(Some(t));
@@ -424,6 +417,8 @@ impl Client {
         }
     }
 
+    /// Get a token from the realm: GET with `service`, the scopes and `client_id` (Basic
+    /// credentials when we have a password), or an OAuth2 POST with an identity token.
     async fn fetch_token(
         &self,
         req: &Request,
@@ -431,89 +426,70 @@ impl Client {
         service: Option<&str>,
         creds: Option<&auth::Credentials>,
     ) -> Result<(String, Duration)> {
-        let mut url = url::Url::parse(realm).map_err(|e| {
+        let mut url = auth::checked_realm(realm, req.scheme == Scheme::Http, &req.what, &req.host)?;
+        let origin = url.origin().ascii_serialization();
+        let what = format!(
+            "{}: requesting a token for {} from {origin}",
+            req.what, req.host
+        );
+        let rb = match creds {
+            Some(c) if c.kind == SecretKind::IdentityToken => self
+                .inner
+                .http
+                .post(url)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(auth::oauth2_refresh_form(service, &req.scopes, &c.secret)),
+            _ => {
+                url.query_pairs_mut()
+                    .extend_pairs(auth::token_query(service, &req.scopes));
+                let rb = self.inner.http.get(url);
+                match creds {
+                    Some(c) if c.kind == SecretKind::Password => {
+                        rb.header(AUTHORIZATION, c.basic_header())
+                    }
+                    _ => rb,
+                }
+            }
+        };
+        let resp = rb.send().await.map_err(|e| {
+            let err = transport_error(&what, &e);
             Error::new(
-                ErrorKind::Authentication,
+                ErrorKind::Transport,
                 format!(
-                    "{}: invalid token realm {realm:?} from {}: {e}",
-                    req.what, req.host
+                    "{err} ({} sends clients to this token server to log in: check that it \
+                     is reachable, and the https_proxy/no_proxy settings)",
+                    req.host
                 ),
             )
+            .with_retryable(err.is_retryable())
         })?;
-        let realm_is_loopback = url.host_str().is_some_and(|h| {
-            h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
-        if url.scheme() != "https" && !(req.scheme == Scheme::Http && realm_is_loopback) {
-            return Err(Error::new(
-                ErrorKind::Authentication,
-                format!(
-                    "{}: refusing to log in to {} over insecure realm {realm}",
-                    req.what, req.host
-                ),
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let challenges = challenges_of(&resp);
+            drop(resp);
+            let what = format!("{} (token server {origin})", req.what);
+            let provider = &self.inner.opts.credentials;
+            let source = creds.map(|c| (c, provider.describe(&req.host)));
+            return Err(auth::login_error(
+                &what,
+                &req.host,
+                &req.scopes,
+                source,
+                &challenges,
+                LoginFailure::Rejected(status.as_u16()),
             ));
         }
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
-                q.append_pair("service", s);
-            }
-            for scope in &req.scopes {
-                q.append_pair("scope", &scope.as_param());
-            }
-            q.append_pair("client_id", "spack");
-        }
-        let mut rb = self.inner.http.get(url.clone());
-        if let Some(c) = creds {
-            rb = rb.header(AUTHORIZATION, c.basic_header());
-        }
-        let what = format!(
-            "{}: requesting a token from {}",
-            req.what,
-            url.origin().ascii_serialization()
-        );
-        let resp = rb.send().await.map_err(|e| transport_error(&what, &e))?;
-        let status = resp.status();
         if !status.is_success() {
-            let kind = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                ErrorKind::Authentication
-            } else {
-                ErrorKind::Registry
-            };
-            let hint = if creds.is_some() {
-                "check the configured username and password"
-            } else {
-                "no credentials are configured for this registry"
-            };
             return Err(Error::http(
-                kind,
-                format!("{what}: token server answered {status}; {hint}"),
+                ErrorKind::Registry,
+                format!("{what}: the token server answered {status}"),
                 status.as_u16(),
                 Vec::new(),
             )
             .with_retryable(is_retryable_status(status.as_u16())));
         }
         let body = read_limited(resp, MAX_TOKEN_BODY, &what).await?;
-        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            Error::invalid_response(format!("{what}: token response is not JSON: {e}"))
-        })?;
-        let token = json
-            .get("token")
-            .or_else(|| json.get("access_token"))
-            .and_then(serde_json::Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Authentication,
-                    format!("{what}: token response has no `token` or `access_token`"),
-                )
-            })?;
-        let lifetime = json
-            .get("expires_in")
-            .and_then(serde_json::Value::as_u64)
-            .map_or(auth::DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-        Ok((format!("Bearer {token}"), lifetime))
+        auth::parse_token_response(&body, &what)
     }
 
     /// One attempt (with re-authentication), no retries: for requests that must not be
@@ -530,7 +506,8 @@ impl Client {
             .send_once_with(req, header.as_deref(), Some(body))
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(self.login_error(req, "the registry rejected the credentials"));
+            let challenges = challenges_of(&resp.inner);
+            return Err(self.login_error(req, &challenges, LoginFailure::Rejected(401)));
         }
         Ok(resp)
     }
@@ -582,16 +559,25 @@ impl Client {
                     .body(reqwest::Body::wrap_stream(stream))
             }
         };
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| transport_error(&req.what, &e))?;
+        let resp = rb.send().await.map_err(|e| {
+            tls::explain_closed(transport_error(&req.what, &e), req.scheme, &self.inner.opts)
+        })?;
         tracing::debug!(method = %req.method, url = %req.url, status = resp.status().as_u16(), "request");
         Ok(Response {
             inner: resp,
             _permit: permit,
         })
     }
+}
+
+/// The challenges of a response's `WWW-Authenticate` headers.
+fn challenges_of(resp: &reqwest::Response) -> Vec<Challenge> {
+    resp.headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(auth::parse_www_authenticate)
+        .collect()
 }
 
 /// A file as a stream of byte chunks.
