@@ -23,10 +23,33 @@ class Client:
     Calls without ``client=`` share a default client. A client is safe to use from several
     threads, and after ``os.fork()`` (the child builds its own connections).
 
+    Registries are authenticated as they ask (``WWW-Authenticate``): anonymously first, then
+    HTTP Basic, or bearer tokens from the registry's token realm (Docker token spec and
+    OAuth2), cached per registry and scope, shared by all concurrent transfers and fetched
+    again once when the registry rejects one. Credentials and tokens are never sent to
+    another host: a redirect elsewhere (blob storage, a CDN) drops ``Authorization``, and a
+    redirect from https to plain http is refused. Proxies come from ``http_proxy``,
+    ``https_proxy``, ``all_proxy`` and ``no_proxy`` (either case), read when the client is
+    first used.
+
     Args:
-        credentials: registry (``host[:port]``) -> ``(username, password)``.
+        credentials: registry (``host[:port]``) -> ``(username, password)`` (a Spack
+            mirror's ``access_pair``). Used for Basic auth and at the token realm.
+        access_tokens: registry -> a bearer token sent to the registry as it is
+            (``Authorization: Bearer <token>``), never exchanged (a mirror's
+            ``access_token``). A pair in ``credentials`` for the same registry wins.
+        docker_config: ``True`` also reads the logins of ``docker login`` / ``podman login``
+            (``$REGISTRY_AUTH_FILE`` or ``$XDG_RUNTIME_DIR/containers/auth.json``,
+            ``~/.config/containers/auth.json``, ``$DOCKER_CONFIG/config.json`` or
+            ``~/.docker/config.json``: ``auths``, ``credHelpers``, ``credsStore``), or the
+            path of one such file. Explicit credentials come first.
+        client_cert: a client certificate (PEM) for registries that require mutual TLS;
+            ``client_key`` its private key (PEM, unencrypted), unless the certificate file
+            holds the key too.
+        client_key: see ``client_cert``.
         ca_certs: extra CA certificate files (PEM) or directories, trusted besides the
-            system roots (Spack's ``config:ssl_certs``).
+            system roots (Spack's ``config:ssl_certs``). The system roots are replaced by
+            ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when those are set, as in OpenSSL.
         verify_ssl: ``False`` disables TLS certificate checks (Spack's ``config:verify_ssl``).
         connect_timeout: seconds to establish a connection (Spack's ``config:connect_timeout``).
         read_timeout: seconds without receiving data before a request counts as stalled.
@@ -49,6 +72,10 @@ class Client:
         cls,
         *,
         credentials: Mapping[str, tuple[str, str]] | None = None,
+        access_tokens: Mapping[str, str] | None = None,
+        docker_config: bool | _Path | None = None,
+        client_cert: _Path | None = None,
+        client_key: _Path | None = None,
         ca_certs: Sequence[_Path] | None = None,
         verify_ssl: bool = True,
         connect_timeout: float = 10.0,
@@ -58,6 +85,11 @@ class Client:
         retry_budget: float = 300.0,
         retry_backoff: float = 0.2,
     ) -> Client: ...
+    def credentials_source(self, registry: str) -> str:
+        """Where the credentials for ``registry`` (``host[:port]``) come from and what they
+        are (``username "ci" given explicitly …``, ``… from ~/.docker/config.json``,
+        ``docker-credential-pass …``), or why there are none; never the secret. Runs a
+        Docker credential helper if one is configured for the registry."""
 
 def list_tags(ref: str, *, client: Client | None = None) -> list[str]:
     """All tags of the repository of ``ref``, sorted, following ``Link: rel="next"``

@@ -34,8 +34,16 @@ def _client(args: argparse.Namespace, ref: str) -> oci.Client:
                 "error: --username needs a password: --password-env VAR or --password-stdin"
             )
         creds[oci.parse_reference(ref)["domain"] or ""] = (args.username, password)
+    tokens: dict[str, str] = {}
+    if args.token_env:
+        token = os.environ.get(args.token_env, "")
+        if not token:
+            raise SystemExit(f"error: --token-env {args.token_env}: the variable is not set")
+        tokens[oci.parse_reference(ref)["domain"] or ""] = token
     return oci.Client(
         credentials=creds,
+        access_tokens=tokens,
+        docker_config=args.docker_config,
         ca_certs=args.ca_cert or None,
         verify_ssl=not args.insecure,
         retries=args.retries,
@@ -70,8 +78,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     ref = args.ref
     parsed = oci.parse_reference(ref)
     where = f"{parsed['domain']}/{parsed['name']}"
-    source = f"--username {args.username}" if args.username else "none (anonymous)"
-    p = oci.probe(ref, client=_client(args, ref))
+    client = _client(args, ref)
+    source = client.credentials_source(parsed["domain"] or "")
+    p = oci.probe(ref, client=client)
     ok = p["pull"]["ok"]
     data = {"registry": parsed["domain"], "repository": parsed["name"], "credentials": source}
     data.update(p)
@@ -254,6 +263,14 @@ def parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    common.add_argument(
+        "--token-env", metavar="VAR", help="environment variable with a bearer access token"
+    )
+    common.add_argument(
+        "--docker-config",
+        action="store_true",
+        help="also use the logins of docker login / podman login (and credential helpers)",
     )
     common.add_argument("--ca-cert", action="append", metavar="PEM", help="extra CA (file or dir)")
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")

@@ -2,6 +2,7 @@
 //! releases the GIL (`runtime::block_on`); JSON crosses the boundary through Python's `json`
 //! module so that key order and exact bytes are preserved.
 
+mod auth;
 mod errors;
 mod ops;
 mod push;
@@ -9,14 +10,13 @@ mod runtime;
 mod tarball;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use crate::transport::auth::{Credentials, StaticCredentials};
 use crate::transport::{self, ClientOptions};
 use errors::IntoPyResult;
 
@@ -56,6 +56,10 @@ impl Client {
     #[pyo3(signature = (
         *,
         credentials = None,
+        access_tokens = None,
+        docker_config = None,
+        client_cert = None,
+        client_key = None,
         ca_certs = None,
         verify_ssl = true,
         connect_timeout = 10.0,
@@ -68,6 +72,10 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     fn new(
         credentials: Option<&Bound<'_, PyDict>>,
+        access_tokens: Option<&Bound<'_, PyDict>>,
+        docker_config: Option<&Bound<'_, PyAny>>,
+        client_cert: Option<PathBuf>,
+        client_key: Option<PathBuf>,
         ca_certs: Option<Vec<PathBuf>>,
         verify_ssl: bool,
         connect_timeout: f64,
@@ -77,20 +85,8 @@ impl Client {
         retry_budget: f64,
         retry_backoff: f64,
     ) -> PyResult<Self> {
-        let mut creds = StaticCredentials::new();
-        let mut registries = Vec::new();
-        if let Some(d) = credentials {
-            for (k, v) in d.iter() {
-                let registry: String = k.extract()?;
-                let (user, password): (String, String) = v.extract().map_err(|_| {
-                    pyo3::exceptions::PyTypeError::new_err(format!(
-                        "credentials for {registry} must be a (username, password) tuple"
-                    ))
-                })?;
-                creds.insert(registry.clone(), Credentials::new(user, password));
-                registries.push(registry);
-            }
-        }
+        let (provider, registries) =
+            auth::credential_provider(credentials, access_tokens, docker_config)?;
         let positive = |name: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
@@ -106,7 +102,9 @@ impl Client {
             connect_timeout: positive("connect_timeout", connect_timeout)?,
             read_timeout: positive("read_timeout", read_timeout)?,
             max_concurrency_per_registry: max_concurrency.max(1),
-            credentials: Arc::new(creds),
+            credentials: provider,
+            client_cert,
+            client_key,
             ..ClientOptions::default()
         };
         options.retry.max_attempts = retries.max(1);
@@ -117,6 +115,11 @@ impl Client {
             registries,
             cached: Mutex::new(None),
         })
+    }
+
+    /// Where the credentials for `registry` would come from, without the secret.
+    fn credentials_source(&self, registry: &str) -> String {
+        self.options.credentials.describe(registry)
     }
 
     fn __repr__(&self) -> String {
