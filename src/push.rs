@@ -484,6 +484,9 @@ async fn make_layer(
             options: topts,
             buildinfo,
         } => {
+            if prefix_is_small(path) {
+                return small_prefix(client, target, path, topts, buildinfo, jobs).await;
+            }
             if options.stream_layers {
                 match stream_prefix(client, target, path, topts, buildinfo, jobs).await {
                     Ok(made) => return Ok(made),
@@ -540,6 +543,86 @@ async fn make_layer(
             })
         }
     }
+}
+
+/// Prefixes whose files add up to less than this are archived into memory and uploaded
+/// monolithically once their digest is known: their CPU slot is held only while archiving,
+/// and the upload is two requests instead of three. (At most `jobs` such buffers exist.)
+pub const SMALL_PREFIX: u64 = 8 << 20;
+
+/// Whether the regular files below `prefix` add up to less than [`SMALL_PREFIX`] (stops
+/// counting as soon as they do not; errors count as "not small": the archiver reports them).
+fn prefix_is_small(prefix: &Path) -> bool {
+    let mut total = 0u64;
+    let mut stack = vec![prefix.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return false;
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { return false };
+            let Ok(meta) = entry.metadata() else {
+                return false;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+                if total >= SMALL_PREFIX {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Archive a small prefix into memory (holding a CPU slot only meanwhile), then upload it.
+async fn small_prefix(
+    client: &Client,
+    target: &Reference,
+    prefix: &Path,
+    topts: &TarballOptions,
+    buildinfo: &BuildinfoFn,
+    jobs: &Semaphore,
+) -> Result<MadeLayer> {
+    let (bytes, info) = {
+        let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
+        let (prefix, mut topts, buildinfo) =
+            (prefix.to_path_buf(), topts.clone(), buildinfo.clone());
+        let cancel = CancelOnDrop::default();
+        if topts.cancel.is_none() {
+            topts.cancel = Some(cancel.0.clone());
+        }
+        let built = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            tarball::write_tarball(&prefix, &topts, |l| buildinfo(l), &mut out)
+                .map(|info| (out, info))
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
+        drop(cancel);
+        built
+    };
+    let digest = info.compressed_digest.clone();
+    // No HEAD: for a small blob, uploading it again costs less than asking.
+    client
+        .upload_blob(
+            target,
+            &BlobSource::Bytes(Bytes::from(bytes)),
+            &digest,
+            true,
+        )
+        .await?;
+    Ok(MadeLayer {
+        info: LayerInfo {
+            digest,
+            diff_id: info.uncompressed_digest.clone(),
+            size: info.compressed_size,
+        },
+        uploaded: true,
+        relocation: Some(info.relocation),
+    })
 }
 
 /// Sets its flag when dropped: tells a tarball thread that its future is gone.
@@ -612,6 +695,11 @@ async fn stream_prefix(
         target.repository()
     );
     loop {
+        // Open the upload session before taking a CPU slot: the slot is for archiving, not for
+        // waiting on the network. It is given back as soon as the tarball is written.
+        let (location, _) = client
+            .start_upload_with(target, &what, &mut retrier)
+            .await?;
         let permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
         let (prefix_c, topts_c, bi) = (prefix.to_path_buf(), topts.clone(), buildinfo.clone());
@@ -638,7 +726,9 @@ async fn stream_prefix(
         let builder_result: Arc<Mutex<Option<Error>>> = Arc::default();
         let br = builder_result.clone();
         let finish = async move {
-            match builder.await {
+            let built = builder.await;
+            drop(permit);
+            match built {
                 Ok(Ok(info)) => {
                     let d = info.compressed_digest.clone();
                     *slot.lock().expect("slot") = Some(info);
@@ -655,9 +745,8 @@ async fn stream_prefix(
             }
         };
         let result = client
-            .upload_stream_with(target, body, finish, &what, &mut retrier)
+            .upload_stream_to(target, location, body, finish, &what)
             .await;
-        drop(permit);
         match result {
             Ok(digest) => {
                 let info = info_slot
@@ -830,12 +919,14 @@ async fn put_image(
     let config_digest = Digest::of_bytes(&config_bytes);
     let config_bytes = Bytes::from(config_bytes);
     let manifest_bytes = Bytes::from(manifest_bytes);
+    // No HEAD first: a config holds a timestamp, so it is new on every push (a HEAD would
+    // cost a round trip per item for nothing).
     client
         .upload_blob(
             &reference,
             &BlobSource::Bytes(config_bytes.clone()),
             &config_digest,
-            false,
+            true,
         )
         .await?;
     match client

@@ -234,7 +234,7 @@ def test_push_prefix_streams_spack_tarball(
 ) -> None:
     ref = registry.repo_url(repo_name)
     a = make_prefix(tmp_path, "a")
-    b = make_prefix(tmp_path, "b", size=3_000_000)
+    b = make_prefix(tmp_path, "b", size=12_000_000)  # b streams, a is small
     store = str(tmp_path / "store")
     dumped: list[dict[str, Any]] = []
 

@@ -172,7 +172,7 @@ def test_ctrl_c_during_streamed_push(
     proxy: FaultProxy, registry: Registry, repo_name: str, tmp_path: Path
 ) -> None:
     """A layer streamed into a slow registry: Ctrl-C stops it, and no image appears."""
-    prefix = make_prefix(tmp_path, 2_000_000)
+    prefix = make_prefix(tmp_path, 12_000_000)  # above SMALL_PREFIX: streamed
     proxy.add(Fault.delay(60), "PATCH", times=None)
     code = f"""
         item = oci.PushItem("big.spack", prefix={str(prefix)!r})

@@ -381,7 +381,7 @@ impl Client {
     }
 
     /// Start an upload session; also returns the registry's `OCI-Chunk-Min-Length`.
-    async fn start_upload_with(
+    pub async fn start_upload_with(
         &self,
         reference: &Reference,
         what: &str,
@@ -604,6 +604,22 @@ impl Client {
         F: std::future::Future<Output = Result<Digest>>,
     {
         let (location, _) = self.start_upload_with(reference, what, retrier).await?;
+        self.upload_stream_to(reference, location, body, finish, what)
+            .await
+    }
+
+    /// The PATCH and PUT of [`Client::upload_stream`], into a session opened already.
+    pub async fn upload_stream_to<F>(
+        &self,
+        reference: &Reference,
+        location: url::Url,
+        body: reqwest::Body,
+        finish: F,
+        what: &str,
+    ) -> Result<Digest>
+    where
+        F: std::future::Future<Output = Result<Digest>>,
+    {
         let mut req = super::request(reference, Method::PATCH, location.to_string(), true, what)
             .header(CONTENT_TYPE, "application/octet-stream");
         req.body = Body::Empty;
