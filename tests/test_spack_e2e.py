@@ -257,3 +257,33 @@ def test_bad_input(
     down = env.run("buildcache", "push", "--unsigned", "down", ROOT, check=False)
     assert down.returncode != 0
     assert "127.0.0.1:9" in down.stderr and "Pushed " not in down.stdout, down.stderr
+
+
+def test_mirror_credentials(
+    auth_registry: Registry, patched_spack: Path, tmp_path: Path, repo_name: str
+) -> None:
+    """Credentials from ``spack mirror add --oci-username-variable/--oci-password-variable``
+    (Spack's own lookup) reach the engine; a wrong password fails clearly, without the
+    secret in the output."""
+    reg = auth_registry
+    assert reg.password is not None
+    env = make_env(tmp_path / "spack", patched_spack, reg)
+    env.install(ROOT)
+    env.extra_env.update(OCI_USER="spack", OCI_PASS=reg.password)
+    env.mirror_add(
+        "oci",
+        reg.repo_url(repo_name),
+        extra=["--oci-username-variable", "OCI_USER", "--oci-password-variable", "OCI_PASS"],
+    )
+    push = env.push("oci", ROOT, update_index=True)
+    assert push.stdout.count("Pushed ") == 3, push.stdout + push.stderr
+    env.uninstall_all()
+    env.clear_download_caches()
+    assert env.install(ROOT, cache_only=True).stdout.count("from binary cache") == 3
+    check_installed(env)
+
+    env.extra_env["OCI_PASS"] = "not-the-password"
+    bad = env.run("buildcache", "push", "--unsigned", "--force", "oci", ROOT, check=False)
+    assert bad.returncode != 0
+    assert reg.host in bad.stderr and "not-the-password" not in bad.stdout + bad.stderr
+    assert reg.password not in bad.stdout + bad.stderr

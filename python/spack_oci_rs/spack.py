@@ -63,28 +63,64 @@ def ref_string(ref: ImageReference, *, tag: bool = True) -> str:
     return s
 
 
+def _access_token(domain: str) -> str | None:
+    """A mirror's ``access_token`` / ``access_token_variable`` for an OCI URL on ``domain``,
+    push settings first (as Spack looks up ``access_pair``)."""
+    import spack.mirrors.mirror
+
+    for mirror in spack.mirrors.mirror.MirrorCollection().values():
+        for direction in ("push", "fetch"):
+            url = mirror.get_url(direction)
+            if not spack.oci.image.is_oci_url(url):
+                continue
+            if spack.oci.image.ImageReference.from_url(url).domain != domain:
+                continue
+            token = mirror.get_access_token(direction)
+            if token:
+                return str(token)
+    return None
+
+
 def client(*domains: str) -> engine.Client:
     """An engine client with Spack's settings and the mirror credentials of ``domains``.
 
     Credentials come from the configured mirrors exactly as Spack's own OCI opener finds
-    them (``access_pair``, in its list or ``id_variable``/``secret_variable`` form).
+    them (``access_pair``, in its list or ``id_variable``/``secret_variable`` form), plus a
+    mirror's ``access_token``/``access_token_variable`` (sent as a bearer token), and, when
+    ``config:oci_docker_config`` is true, docker/podman login files and credential helpers.
+    TLS follows ``config:ssl_certs`` and ``config:verify_ssl``; ``config:connect_timeout``
+    bounds connecting.
     """
     credentials: dict[str, tuple[str, str]] = {}
+    tokens: dict[str, str] = {}
     for domain in dict.fromkeys(domains):
         pair = spack.oci.opener.credentials_from_mirrors(domain)
         if pair is not None:
             credentials[domain] = (pair.username, pair.password)
+        token = _access_token(domain)
+        if token is not None:
+            tokens[domain] = token
     certs = bindist.web_util.custom_ssl_certs()
     ca_certs = [certs[1]] if certs else []
     verify = bool(spack.config.get("config:verify_ssl", True))
     timeout = spack.config.get("config:connect_timeout", 10) or 10
-    key = (tuple(sorted(credentials.items())), tuple(ca_certs), verify, timeout)
+    docker = bool(spack.config.get("config:oci_docker_config", False))
+    key = (
+        tuple(sorted(credentials.items())),
+        tuple(sorted(tokens.items())),
+        tuple(ca_certs),
+        verify,
+        timeout,
+        docker,
+    )
     found = _CLIENTS.get(key)
     if found is None:
         if not verify:
             tty.warn("config:verify_ssl is false: OCI registry certificates are not verified")
         found = engine.Client(
             credentials=credentials,
+            access_tokens=tokens,
+            docker_config=docker,
             ca_certs=ca_certs,
             verify_ssl=verify,
             connect_timeout=float(timeout),
