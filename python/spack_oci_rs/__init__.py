@@ -2,6 +2,10 @@
 
 The functions below release the GIL while they work and raise the exceptions of
 :mod:`spack_oci_rs.exceptions`. See ``_native.pyi`` for every argument.
+
+The engine logs to the :mod:`logging` logger ``spack_oci_rs`` (requests at DEBUG: method,
+URL, status, time, never headers; retries at INFO). Levels are cached on the Rust side: call
+:func:`reset_logging` after changing them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ._native import (
     prefetch_images,
     probe,
     push,
+    reset_logging,
     upload_blob,
     upload_index,
     upload_manifest,
@@ -85,6 +90,7 @@ __all__ = [
     "prefetch_images",
     "probe",
     "push",
+    "reset_logging",
     "upload_blob",
     "upload_index",
     "upload_manifest",

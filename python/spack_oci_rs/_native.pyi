@@ -36,6 +36,7 @@ __all__ = [
     "prefetch_images",
     "probe",
     "push",
+    "reset_logging",
     "upload_blob",
     "upload_index",
     "upload_manifest",
@@ -335,6 +336,10 @@ def probe(ref: str, *, client: Client | None = None) -> dict[str, Any]:
     ``bearer``), ``pull`` and ``push`` (``{"ok", "detail"[, "error"]}``: listing tags, opening
     and cancelling an upload session), ``range`` and ``mount`` (bool, or None when there was no
     blob to try)."""
+
+def reset_logging() -> None:
+    """Drop the engine's cache of Python logger levels: call it after changing the level of
+    the ``spack_oci_rs`` loggers, or the engine keeps using the old ones."""
 
 def default_tag(name: str, version: str, dag_hash: str) -> str:
     """Spack's default tag ``<name>-<version>-<hash>.spack``, sanitized and at most 128

@@ -11,6 +11,7 @@ Importing this module imports Spack: it is only meant to be imported from within
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import re
 import time
@@ -61,6 +62,28 @@ def ref_string(ref: ImageReference, *, tag: bool = True) -> str:
     if tag and ref.digest:
         s += f"@{ref.digest}"
     return s
+
+
+class _TtyHandler(logging.Handler):
+    """Engine log records as Spack debug messages (``spack -d``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tty.debug(f"spack_oci_rs: {record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
+def _bridge_logging() -> None:
+    """With ``spack -d``, show the engine's requests (method, URL, status, time) and retries
+    through Spack's ``tty``; otherwise only its warnings."""
+    logger = logging.getLogger("spack_oci_rs")
+    if any(isinstance(h, _TtyHandler) for h in logger.handlers):
+        return
+    logger.addHandler(_TtyHandler())
+    logger.setLevel(logging.DEBUG if tty.is_debug() else logging.WARNING)
+    logger.propagate = False
+    engine.reset_logging()
 
 
 def _access_token(domain: str) -> str | None:
@@ -115,6 +138,7 @@ def client(*domains: str) -> engine.Client:
     )
     found = _CLIENTS.get(key)
     if found is None:
+        _bridge_logging()
         if not verify:
             tty.warn("config:verify_ssl is false: OCI registry certificates are not verified")
         found = engine.Client(

@@ -4,6 +4,7 @@
 
 mod auth;
 mod errors;
+mod logging;
 mod ops;
 mod push;
 mod runtime;
@@ -169,5 +170,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ops::register(m)?;
     push::register(m)?;
     tarball::register(m)?;
+    logging::register(m)?;
     Ok(())
 }

@@ -559,10 +559,20 @@ impl Client {
                     .body(reqwest::Body::wrap_stream(stream))
             }
         };
+        let sent = std::time::Instant::now();
         let resp = rb.send().await.map_err(|e| {
+            tracing::debug!("{} {} failed: {e}", req.method, req.url);
             tls::explain_closed(transport_error(&req.what, &e), req.scheme, &self.inner.opts)
         })?;
-        tracing::debug!(method = %req.method, url = %req.url, status = resp.status().as_u16(), "request");
+        // Method, URL, status and time only: never headers (they may hold credentials).
+        tracing::debug!(
+            "{} {} -> {} ({:.1} ms, {:?})",
+            req.method,
+            req.url,
+            resp.status().as_u16(),
+            sent.elapsed().as_secs_f64() * 1000.0,
+            resp.version()
+        );
         Ok(Response {
             inner: resp,
             _permit: permit,

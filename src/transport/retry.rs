@@ -129,7 +129,11 @@ impl Retrier {
         let elapsed = self.start.elapsed();
         match self.policy.decide(self.attempt, elapsed, &err) {
             Ok(delay) => {
-                tracing::debug!(%what, attempt = self.attempt, ?delay, error = %err, "retrying");
+                tracing::info!(
+                    "{what}: attempt {} failed ({err}); retrying in {:.1}s",
+                    self.attempt,
+                    delay.as_secs_f64()
+                );
                 tokio::time::sleep(delay).await;
                 self.attempt += 1;
                 self.retries += 1;
