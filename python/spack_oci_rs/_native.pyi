@@ -8,7 +8,7 @@ about 100 ms and raises ``KeyboardInterrupt``. Errors are :class:`spack_oci_rs.e
 subclasses.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -22,23 +22,32 @@ __all__ = [
     "TarballInfo",
     "__version__",
     "blob_exists",
+    "blob_exists_async",
     "build_index",
+    "build_index_async",
     "copy_missing_layers",
     "create_tarball",
     "default_tag",
     "ensure_valid_tag",
     "fetch_blob",
+    "fetch_blob_async",
     "fetch_blobs",
+    "fetch_blobs_async",
     "fetch_index",
     "get_manifest_and_config",
+    "get_manifest_and_config_async",
     "list_tags",
+    "list_tags_async",
     "parse_reference",
     "prefetch_images",
+    "prefetch_images_async",
     "probe",
     "push",
+    "push_async",
     "reset_logging",
     "upload_blob",
     "upload_index",
+    "upload_index_async",
     "upload_manifest",
 ]
 
@@ -588,3 +597,70 @@ def create_tarball(
             cannot be read; a file changed size while it was read; ``dest`` cannot be
             written.
     """
+
+# -- asyncio twins (re-exported without the suffix by spack_oci_rs.aio) ---------------------
+
+def list_tags_async(ref: str, *, client: Client | None = None) -> Awaitable[list[str]]:
+    """Awaitable :func:`list_tags`."""
+
+def blob_exists_async(ref: str, digest: str, *, client: Client | None = None) -> Awaitable[bool]:
+    """Awaitable :func:`blob_exists`."""
+
+def fetch_blob_async(
+    ref: str, digest: str, dest: _Path, *, client: Client | None = None
+) -> Awaitable[int]:
+    """Awaitable :func:`fetch_blob`."""
+
+def fetch_blobs_async(
+    requests: Sequence[tuple[str, str, _Path]],
+    *,
+    concurrency: int = 16,
+    client: Client | None = None,
+) -> Awaitable[list[FetchResult]]:
+    """Awaitable :func:`fetch_blobs`."""
+
+def get_manifest_and_config_async(
+    ref: str,
+    architecture: str = "amd64",
+    *,
+    recurse: int = 3,
+    client: Client | None = None,
+) -> Awaitable[tuple[dict[str, Any], dict[str, Any]]]:
+    """Awaitable :func:`get_manifest_and_config`."""
+
+def build_index_async(
+    ref: str,
+    *,
+    concurrency: int = 64,
+    previous: Mapping[str, str] | None = None,
+    client: Client | None = None,
+) -> Awaitable[IndexConfigs]:
+    """Awaitable :func:`build_index`."""
+
+def upload_index_async(ref: str, index: bytes, *, client: Client | None = None) -> Awaitable[str]:
+    """Awaitable :func:`upload_index` (the index as bytes)."""
+
+def prefetch_images_async(
+    refs: Sequence[str],
+    root: _Path,
+    *,
+    concurrency: int = 16,
+    client: Client | None = None,
+) -> Awaitable[list[PrefetchResult]]:
+    """Awaitable :func:`prefetch_images`."""
+
+def push_async(
+    target: str,
+    items: Sequence[PushItem],
+    *,
+    base_image: str | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+    known_layers: Mapping[str, tuple[str, str, int]] | None = None,
+    buildinfo_dump: Callable[[dict[str, Any]], bytes | str] | None = None,
+    progress: Callable[[str, dict[str, Any]], object] | None = None,
+    stream_layers: bool = True,
+    tmpdir: _Path | None = None,
+    client: Client | None = None,
+) -> Awaitable[list[PushResult]]:
+    """Awaitable :func:`push`."""

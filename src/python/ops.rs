@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use serde_json::Value;
 
 use super::errors::{to_pyerr, IntoPyResult};
-use super::runtime::block_on;
+use super::runtime::{block_on, future_into_py};
 use super::{client_for, Client};
 use crate::digest::Digest;
 use crate::reference::{self, Reference};
@@ -134,28 +134,53 @@ fn fetch_blobs(
     concurrency: usize,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<FetchResult>> {
+    let fut = fetch_blobs_future(py, &requests, concurrency, client)?;
+    let results = block_on(py, fut)?;
+    Ok(fetch_results(py, results, requests))
+}
+
+type Fetched = Vec<crate::Result<crate::registry::FetchOutcome>>;
+
+fn fetch_blobs_future(
+    py: Python<'_>,
+    requests: &[(String, String, PathBuf)],
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<impl std::future::Future<Output = Fetched> + Send + 'static> {
     let c = client_for(py, client)?;
-    let parsed: Vec<crate::Result<(Reference, Digest)>> = requests
+    let jobs: Vec<(crate::Result<(Reference, Digest)>, PathBuf)> = requests
         .iter()
-        .map(|(r, d, _)| Ok((Reference::parse(r)?, Digest::parse(d)?)))
+        .map(|(r, d, dest)| {
+            let parsed = Reference::parse(r).and_then(|r| Ok((r, Digest::parse(d)?)));
+            (parsed, dest.clone())
+        })
         .collect();
-    let jobs: Vec<_> = parsed.iter().zip(&requests).collect();
-    let results = block_on(py, async {
-        let tasks = jobs.iter().map(|(p, (_, _, dest))| {
-            let c = c.clone();
-            async move {
-                match p {
-                    Ok((r, d)) => c.fetch_blob(r, d, dest).await,
-                    Err(e) => Err(e.clone()),
+    Ok(async move {
+        let tasks: Vec<_> = jobs
+            .into_iter()
+            .map(|(p, dest)| {
+                let c = c.clone();
+                async move {
+                    match p {
+                        Ok((r, d)) => c.fetch_blob(&r, &d, &dest).await,
+                        Err(e) => Err(e),
+                    }
                 }
-            }
-        });
-        stream::iter(tasks.collect::<Vec<_>>())
+            })
+            .collect();
+        stream::iter(tasks)
             .buffered(concurrency.max(1))
             .collect::<Vec<_>>()
             .await
-    })?;
-    Ok(results
+    })
+}
+
+fn fetch_results(
+    py: Python<'_>,
+    results: Fetched,
+    requests: Vec<(String, String, PathBuf)>,
+) -> Vec<FetchResult> {
+    results
         .into_iter()
         .zip(requests)
         .map(|(r, (rf, d, dest))| match r {
@@ -182,7 +207,7 @@ fn fetch_blobs(
                 retries: 0,
             },
         })
-        .collect())
+        .collect()
 }
 
 /// Upload a blob (a file path or bytes) unless present; returns (digest, uploaded).
@@ -327,6 +352,20 @@ fn build_index(
     previous: Option<HashMap<String, String>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<IndexConfigs> {
+    let fut = build_index_future(py, r#ref, concurrency, previous, client)?;
+    let out = block_on(py, fut)?.into_py_result(py)?;
+    index_configs_to_py(py, &out)
+}
+
+fn build_index_future(
+    py: Python<'_>,
+    r#ref: &str,
+    concurrency: usize,
+    previous: Option<HashMap<String, String>>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<
+    impl std::future::Future<Output = crate::Result<crate::index::IndexConfigs>> + Send + 'static,
+> {
     let reference = parse_ref(py, r#ref)?;
     let previous: Option<HashMap<String, Digest>> = previous
         .map(|p| {
@@ -337,10 +376,12 @@ fn build_index(
         .transpose()
         .into_py_result(py)?;
     let c = client_for(py, client)?;
-    let out = block_on(py, async move {
-        crate::index::index_configs(&c, &reference, concurrency, previous.as_ref()).await
-    })?
-    .into_py_result(py)?;
+    Ok(
+        async move { crate::index::index_configs(&c, &reference, concurrency, previous.as_ref()).await },
+    )
+}
+
+fn index_configs_to_py(py: Python<'_>, out: &crate::index::IndexConfigs) -> PyResult<IndexConfigs> {
     let configs = PyList::empty(py);
     for sc in &out.configs {
         let cfg = from_json_bytes(py, &sc.config)?;
@@ -352,7 +393,11 @@ fn build_index(
     }
     Ok(IndexConfigs {
         configs: configs.unbind(),
-        skipped: out.skipped.into_iter().map(|s| (s.tag, s.reason)).collect(),
+        skipped: out
+            .skipped
+            .iter()
+            .map(|s| (s.tag.clone(), s.reason.clone()))
+            .collect(),
         spec_tags: out.spec_tags,
         reused: out.reused,
     })
@@ -437,15 +482,30 @@ fn prefetch_images(
     concurrency: usize,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<PrefetchResult>> {
+    let fut = prefetch_future(py, &refs, root, concurrency, client)?;
+    let results = block_on(py, fut)?;
+    Ok(prefetch_results(py, results, refs))
+}
+
+type Prefetches = Vec<crate::Result<crate::prefetch::Prefetched>>;
+
+fn prefetch_future(
+    py: Python<'_>,
+    refs: &[String],
+    root: PathBuf,
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<impl std::future::Future<Output = Prefetches> + Send + 'static> {
     let parsed: Vec<Reference> = refs
         .iter()
         .map(|r| parse_ref(py, r))
         .collect::<PyResult<_>>()?;
     let c = client_for(py, client)?;
-    let results = block_on(py, async {
-        crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await
-    })?;
-    Ok(results
+    Ok(async move { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await })
+}
+
+fn prefetch_results(py: Python<'_>, results: Prefetches, refs: Vec<String>) -> Vec<PrefetchResult> {
+    results
         .into_iter()
         .zip(refs)
         .map(|(r, rf)| match r {
@@ -466,7 +526,7 @@ fn prefetch_images(
                 error: Some(to_pyerr(py, &e).into_value(py).into_any()),
             },
         })
-        .collect())
+        .collect()
 }
 
 /// Probe a registry and repository (the CLI's `doctor`): a dict with `connect_ms`, `rtt_ms`,
@@ -533,12 +593,174 @@ fn parse_reference<'py>(py: Python<'py>, r#ref: &str) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
+// -- asyncio twins (exposed as `spack_oci_rs.aio`): same arguments, awaitable results --------
+
+/// Async `list_tags`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, client = None))]
+fn list_tags_async<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    future_into_py(py, async move {
+        let tags = c.list_tags(&reference).await;
+        Python::attach(|py| tags.into_py_result(py))
+    })
+}
+
+/// Async `blob_exists`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, digest, *, client = None))]
+fn blob_exists_async<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    digest: &str,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reference = parse_ref(py, r#ref)?;
+    let digest = parse_digest(py, digest)?;
+    let c = client_for(py, client)?;
+    future_into_py(py, async move {
+        let found = c.blob_exists(&reference, &digest).await;
+        Python::attach(|py| found.into_py_result(py))
+    })
+}
+
+/// Async `fetch_blob`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, digest, dest, *, client = None))]
+fn fetch_blob_async<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    digest: &str,
+    dest: PathBuf,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reference = parse_ref(py, r#ref)?;
+    let digest = parse_digest(py, digest)?;
+    let c = client_for(py, client)?;
+    future_into_py(py, async move {
+        let out = c
+            .fetch_blob(&reference, &digest, &dest)
+            .await
+            .map(|o| o.size);
+        Python::attach(|py| out.into_py_result(py))
+    })
+}
+
+/// Async `fetch_blobs`.
+#[pyfunction]
+#[pyo3(signature = (requests, *, concurrency = 16, client = None))]
+fn fetch_blobs_async<'py>(
+    py: Python<'py>,
+    requests: Vec<(String, String, PathBuf)>,
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fut = fetch_blobs_future(py, &requests, concurrency, client)?;
+    future_into_py(py, async move {
+        let results = fut.await;
+        Ok(Python::attach(|py| fetch_results(py, results, requests)))
+    })
+}
+
+/// Async `get_manifest_and_config`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, architecture = "amd64", *, recurse = 3, client = None))]
+fn get_manifest_and_config_async<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    architecture: &str,
+    recurse: u32,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    let arch = architecture.to_string();
+    future_into_py(py, async move {
+        let im = c.get_manifest_and_config(&reference, &arch, recurse).await;
+        Python::attach(|py| {
+            let im = im.into_py_result(py)?;
+            Ok((
+                from_json_bytes(py, &im.manifest.bytes)?,
+                from_json_bytes(py, &im.config_bytes)?,
+            ))
+        })
+    })
+}
+
+/// Async `build_index`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
+fn build_index_async<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    concurrency: usize,
+    previous: Option<HashMap<String, String>>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fut = build_index_future(py, r#ref, concurrency, previous, client)?;
+    future_into_py(py, async move {
+        let out = fut.await;
+        Python::attach(|py| index_configs_to_py(py, &out.into_py_result(py)?))
+    })
+}
+
+/// Async `upload_index` (bytes only).
+#[pyfunction]
+#[pyo3(signature = (r#ref, index, *, client = None))]
+fn upload_index_async<'py>(
+    py: Python<'py>,
+    r#ref: &str,
+    index: Vec<u8>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reference = parse_ref(py, r#ref)?;
+    let c = client_for(py, client)?;
+    future_into_py(py, async move {
+        let d = crate::index::upload_index(&c, &reference, Bytes::from(index)).await;
+        Python::attach(|py| d.map(|d| d.to_string()).into_py_result(py))
+    })
+}
+
+/// Async `prefetch_images`.
+#[pyfunction]
+#[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
+fn prefetch_images_async<'py>(
+    py: Python<'py>,
+    refs: Vec<String>,
+    root: PathBuf,
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let fut = prefetch_future(py, &refs, root, concurrency, client)?;
+    future_into_py(py, async move {
+        let results = fut.await;
+        Ok(Python::attach(|py| prefetch_results(py, results, refs)))
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FetchResult>()?;
     m.add_class::<IndexConfigs>()?;
     m.add_class::<PrefetchResult>()?;
     m.add_function(wrap_pyfunction!(prefetch_images, m)?)?;
     m.add_function(wrap_pyfunction!(probe, m)?)?;
+    for f in [
+        wrap_pyfunction!(list_tags_async, m)?,
+        wrap_pyfunction!(blob_exists_async, m)?,
+        wrap_pyfunction!(fetch_blob_async, m)?,
+        wrap_pyfunction!(fetch_blobs_async, m)?,
+        wrap_pyfunction!(get_manifest_and_config_async, m)?,
+        wrap_pyfunction!(build_index_async, m)?,
+        wrap_pyfunction!(upload_index_async, m)?,
+        wrap_pyfunction!(prefetch_images_async, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     m.add_function(wrap_pyfunction!(list_tags, m)?)?;
     m.add_function(wrap_pyfunction!(blob_exists, m)?)?;
     m.add_function(wrap_pyfunction!(fetch_blob, m)?)?;

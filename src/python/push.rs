@@ -279,6 +279,89 @@ fn push(
     tmpdir: Option<PathBuf>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<PushResult>> {
+    let plan = build_plan(
+        py,
+        target,
+        items,
+        base_image,
+        force,
+        jobs,
+        known_layers,
+        buildinfo_dump,
+        progress,
+        stream_layers,
+        tmpdir,
+    )?;
+    let c = client_for(py, client)?;
+    let results = block_on(py, async move { core::push(&c, plan).await })?;
+    Ok(to_results(py, results))
+}
+
+/// The async twin of `push`: an awaitable for asyncio, on the same runtime.
+#[pyfunction]
+#[pyo3(signature = (
+    target,
+    items,
+    *,
+    base_image = None,
+    force = false,
+    jobs = None,
+    known_layers = None,
+    buildinfo_dump = None,
+    progress = None,
+    stream_layers = true,
+    tmpdir = None,
+    client = None,
+))]
+#[allow(clippy::too_many_arguments)]
+fn push_async<'py>(
+    py: Python<'py>,
+    target: &str,
+    items: Vec<Py<PushItem>>,
+    base_image: Option<&str>,
+    force: bool,
+    jobs: Option<usize>,
+    known_layers: Option<HashMap<String, (String, String, u64)>>,
+    buildinfo_dump: Option<Py<PyAny>>,
+    progress: Option<Py<PyAny>>,
+    stream_layers: bool,
+    tmpdir: Option<PathBuf>,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let plan = build_plan(
+        py,
+        target,
+        items,
+        base_image,
+        force,
+        jobs,
+        known_layers,
+        buildinfo_dump,
+        progress,
+        stream_layers,
+        tmpdir,
+    )?;
+    let c = client_for(py, client)?;
+    super::runtime::future_into_py(py, async move {
+        let results = core::push(&c, plan).await;
+        Ok(Python::attach(|py| to_results(py, results)))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_plan(
+    py: Python<'_>,
+    target: &str,
+    items: Vec<Py<PushItem>>,
+    base_image: Option<&str>,
+    force: bool,
+    jobs: Option<usize>,
+    known_layers: Option<HashMap<String, (String, String, u64)>>,
+    buildinfo_dump: Option<Py<PyAny>>,
+    progress: Option<Py<PyAny>>,
+    stream_layers: bool,
+    tmpdir: Option<PathBuf>,
+) -> PyResult<PushPlan> {
     let target = parse_ref(py, target)?;
     let base_image = base_image.map(|b| parse_ref(py, b)).transpose()?;
     let mut core_items = Vec::with_capacity(items.len());
@@ -345,17 +428,18 @@ fn push(
     if let Some(j) = jobs {
         options.jobs = j.max(1);
     }
-    let plan = PushPlan {
+    Ok(PushPlan {
         target,
         base_image,
         items: core_items,
         known_layers: known,
         options,
         progress: progress.map(progress_fn),
-    };
-    let c = client_for(py, client)?;
-    let results = block_on(py, async move { core::push(&c, plan).await })?;
-    Ok(results
+    })
+}
+
+fn to_results(py: Python<'_>, results: Vec<core::ItemResult>) -> Vec<PushResult> {
+    results
         .into_iter()
         .map(|r| PushResult {
             status: r.status.as_str().to_string(),
@@ -377,12 +461,13 @@ fn push(
             tag: r.tag,
         })
         .inspect(|r| debug_assert!(r.status != ItemStatus::Failed.as_str() || r.error.is_some()))
-        .collect())
+        .collect()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PushItem>()?;
     m.add_class::<PushResult>()?;
     m.add_function(wrap_pyfunction!(push, m)?)?;
+    m.add_function(wrap_pyfunction!(push_async, m)?)?;
     Ok(())
 }

@@ -75,3 +75,86 @@ where
 fn check_signals() -> PyResult<()> {
     Python::attach(|py| py.check_signals())
 }
+
+// -- asyncio: the same futures as awaitables, spawned on the same per-process runtime --------
+
+tokio::task_local! {
+    static TASK_LOCALS: std::cell::OnceCell<pyo3_async_runtimes::TaskLocals>;
+}
+
+/// pyo3-async-runtimes' view of our runtime (its own tokio runtime would not follow a fork).
+struct EngineRuntime;
+
+/// A task's failure, as pyo3-async-runtimes wants it.
+pub struct JoinError(tokio::task::JoinError);
+
+impl pyo3_async_runtimes::generic::JoinError for JoinError {
+    fn is_panic(&self) -> bool {
+        self.0.is_panic()
+    }
+    fn into_panic(self) -> Box<dyn std::any::Any + Send + 'static> {
+        self.0.into_panic()
+    }
+}
+
+/// A spawned task.
+pub struct JoinHandle(tokio::task::JoinHandle<()>);
+
+impl Future for JoinHandle {
+    type Output = Result<(), JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map_err(JoinError)
+    }
+}
+
+impl pyo3_async_runtimes::generic::Runtime for EngineRuntime {
+    type JoinError = JoinError;
+    type JoinHandle = JoinHandle;
+
+    fn spawn<F>(fut: F) -> JoinHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        JoinHandle(runtime().spawn(fut))
+    }
+
+    fn spawn_blocking<F>(f: F) -> JoinHandle
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        JoinHandle(runtime().spawn_blocking(f))
+    }
+}
+
+impl pyo3_async_runtimes::generic::ContextExt for EngineRuntime {
+    fn scope<F, R>(
+        locals: pyo3_async_runtimes::TaskLocals,
+        fut: F,
+    ) -> std::pin::Pin<Box<dyn Future<Output = R> + Send>>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        let cell = std::cell::OnceCell::new();
+        let _ = cell.set(locals);
+        Box::pin(TASK_LOCALS.scope(cell, fut))
+    }
+
+    fn get_task_locals() -> Option<pyo3_async_runtimes::TaskLocals> {
+        TASK_LOCALS
+            .try_with(|c| c.get().cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// `fut` as an asyncio awaitable, run on the engine's runtime. Cancelling the awaitable
+/// drops the future, which cancels its transfers.
+pub fn future_into_py<F, T>(py: Python<'_>, fut: F) -> PyResult<Bound<'_, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    pyo3_async_runtimes::generic::future_into_py::<EngineRuntime, F, T>(py, fut)
+}
