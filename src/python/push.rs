@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::PyDict;
 use serde_json::Value;
 
 use super::errors::to_pyerr;
@@ -161,33 +161,8 @@ fn dict_to_map(
 /// A buildinfo serializer: calls `dump(dict(buildinfo) | relocation lists)` with the GIL.
 pub(crate) fn buildinfo_fn(buildinfo: Option<Py<PyDict>>, dump: Option<Py<PyAny>>) -> BuildinfoFn {
     Arc::new(move |lists: &RelocationLists| {
-        Python::attach(|py| -> PyResult<Vec<u8>> {
-            let d = match &buildinfo {
-                Some(b) => b.bind(py).copy()?,
-                None => PyDict::new(py),
-            };
-            d.set_item(
-                "relocate_binaries",
-                PyList::new(py, &lists.relocate_binaries)?,
-            )?;
-            d.set_item("relocate_links", PyList::new(py, &lists.relocate_links)?)?;
-            d.set_item(
-                "relocate_textfiles",
-                PyList::new(py, &lists.relocate_textfiles)?,
-            )?;
-            let out = match &dump {
-                Some(f) => f.bind(py).call1((d,))?,
-                None => py
-                    .import("json")?
-                    .call_method1("dumps", (d,))?
-                    .call_method1("encode", ("utf-8",))?,
-            };
-            if let Ok(b) = out.cast::<PyBytes>() {
-                Ok(b.as_bytes().to_vec())
-            } else {
-                let s: String = out.extract()?;
-                Ok(s.into_bytes())
-            }
+        Python::attach(|py| {
+            super::tarball::dump_buildinfo(py, buildinfo.as_ref(), dump.as_ref(), lists)
         })
         .map_err(|e| crate::Error::invalid_input(format!("serializing buildinfo: {e}")))
     })

@@ -93,14 +93,18 @@ impl TarballInfo {
     }
 }
 
-/// `dict(buildinfo)` updated with the lists, serialized by `dump` (or as JSON).
-fn dump_buildinfo(
+/// `dict(buildinfo)` updated with the lists, serialized by `dump` (or as JSON). Shared by
+/// `create_tarball` and `push`.
+pub(crate) fn dump_buildinfo(
     py: Python<'_>,
-    buildinfo: &Py<PyDict>,
+    buildinfo: Option<&Py<PyDict>>,
     dump: Option<&Py<PyAny>>,
     lists: &RelocationLists,
 ) -> PyResult<Vec<u8>> {
-    let d = buildinfo.bind(py).copy()?;
+    let d = match buildinfo {
+        Some(b) => b.bind(py).copy()?,
+        None => PyDict::new(py),
+    };
     // Spack: buildinfo.update({"relocate_binaries": …, "relocate_links": …,
     // "relocate_textfiles": …}); existing keys keep their place.
     d.set_item(
@@ -154,7 +158,7 @@ fn create_tarball(
             let worker = scope.spawn(|| {
                 let mut dump_error: Option<PyErr> = None;
                 let result = tarball::create_tarball_file(&prefix, &dest, &opts, |lists| {
-                    Python::attach(|py| dump_buildinfo(py, &buildinfo, dump.as_ref(), lists))
+                    Python::attach(|py| dump_buildinfo(py, Some(&buildinfo), dump.as_ref(), lists))
                         .map_err(|e| {
                             dump_error = Some(e);
                             Error::new(ErrorKind::InvalidInput, "serializing buildinfo failed")
