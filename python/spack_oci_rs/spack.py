@@ -278,19 +278,35 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
         if not self.force:
             tty.info("Checking for existing specs in the buildcache")
 
+        # Spack's messages, with "[n/total]" and the overall rate and ETA of the layers.
+        state = {"total": len(specs), "done": 0, "bytes": 0, "start": time.time()}
+
+        def counter() -> str:
+            total = state["total"]
+            if total <= 1:
+                return ""
+            return f"[{state['done']:{len(str(total))}}/{total}] "
+
         def progress(event: str, info: dict[str, Any]) -> None:
             spec = by_hash.get(info.get("key", ""))
             if event == "planned":
+                state["total"] = info["to_push"]
                 if info["to_push"] and info["to_push"] != info["total"]:
                     tty.info(
                         f"{info['to_push']} specs need to be pushed to "
                         f"{self.target_image.domain}/{self.target_image.name}"
                     )
             elif event == "layer_done" and spec is not None:
+                state["done"] += 1
+                state["bytes"] += info["size"]
                 elapsed = max(info["seconds"], 0.001)
+                overall = max(time.time() - state["start"], 0.001)
+                left = state["total"] - state["done"]
+                eta = f", ETA {overall / state['done'] * left:.0f}s" if left else ""
                 tty.info(
-                    f"Pushed {_format_spec(spec)}: {info['digest']} ({elapsed:.2f}s, "
-                    f"{info['size'] / elapsed / 1024 / 1024:.2f} MB/s)"
+                    f"{counter()}Pushed {_format_spec(spec)}: {info['digest']} ({elapsed:.2f}s, "
+                    f"{info['size'] / elapsed / 1024 / 1024:.2f} MB/s; overall "
+                    f"{state['bytes'] / overall / 1024 / 1024:.2f} MB/s{eta})"
                 )
             elif event == "manifest_done" and spec is not None:
                 tagged = self.target_image.with_tag(info["tag"])
