@@ -244,13 +244,20 @@ def w1_push(args: argparse.Namespace, reg: Registry, work: Path, report: Report)
         f"floor on {CPUS} cores {floor:.2f} s; {raw / 2**20:.0f} MiB -> {gz_bytes / 2**20:.0f} MiB"
     )
 
-    def ours(repo: str) -> None:
+    def ours(repo: str, compression: str = "spack") -> None:
         items = [oci.PushItem(p.name + ".spack", prefix=p, prefixes_to_relocate=[str(store)])
                  for p in prefixes]  # fmt: skip
-        res = oci.push(reg.repo_url(repo), items)
+        res = oci.push(reg.repo_url(repo), items, compression=compression)
+        sizes[compression] = sum(r.size or 0 for r in res)
         assert all(r.status == "pushed" for r in res), [str(r.error) for r in res]
 
+    sizes: dict[str, int] = {}
     ours_t = [timed(lambda i=i: ours(f"w1/ours{i}")) for i in range(args.reps)]
+    fast_t = [timed(lambda i=i: ours(f"w1/fast{i}", "fast")) for i in range(args.reps)]
+    report.notes.append(
+        f"[1] compressed size: spack mode {sizes['spack'] / 2**20:.1f} MiB, fast mode "
+        f"{sizes['fast'] / 2**20:.1f} MiB ({(sizes['fast'] / sizes['spack'] - 1) * 100:+.1f}%)"
+    )
     with spack_env(work) as env:
         if env is None:
 
@@ -264,9 +271,13 @@ def w1_push(args: argparse.Namespace, reg: Registry, work: Path, report: Report)
             base_t = [timed(lambda i=i: baseline(i)) for i in range(args.reps)]
             report.add(Row("1", f"push {n} prefixes ({raw / 2**20:.0f} MiB)", ours_t, base_t,
                            "tar|gzip-6 + skopeo"))  # fmt: skip
+            report.add(Row("1", f"push {n} prefixes, fast compression", fast_t, base_t,
+                           "tar|gzip-6 + skopeo"))  # fmt: skip
         else:
             report.add(Row("1", f"push {n} prefixes, engine API", ours_t, [floor] * len(ours_t),
                            "compression floor"))  # fmt: skip
+            report.add(Row("1", f"push {n} prefixes, engine API, fast", fast_t,
+                           [floor] * len(fast_t), "compression floor"))  # fmt: skip
             spack_push_compare(env, reg, store, prefixes, args, report)
     report.rows[-1].note = f"floor {floor:.2f}s"
 
@@ -293,14 +304,19 @@ def spack_push_compare(env: object, reg: Registry, store: Path, prefixes: list[P
         write_package(env.repo_dir, name, body)  # type: ignore[attr-defined]
         names.append(name)
     env.install(*names)  # type: ignore[attr-defined]
-    times: dict[str, list[float]] = {"python": [], "rust": []}
+    times: dict[str, list[float]] = {"python": [], "rust": [], "fast": []}
     for i in range(args.reps):
-        for b in ("python", "rust"):
-            backend(env, b)
+        for b in ("python", "rust", "fast"):
+            backend(env, "python" if b == "python" else "rust")
+            comp = "fast" if b == "fast" else "spack"
+            env.run("config", "add", f"config:oci_compression:{comp}")  # type: ignore[attr-defined]
             env.mirror_add(f"m{b}{i}", reg.repo_url(f"w1/spack-{b}-{i}"))  # type: ignore[attr-defined]
             run = env.push(f"m{b}{i}", *names)  # type: ignore[attr-defined]
             times[b].append(run.duration)
+    env.run("config", "add", "config:oci_compression:spack")  # type: ignore[attr-defined]
     report.add(Row("1", f"spack buildcache push {len(names)} specs", times["rust"],
+                   times["python"], "spack (python backend)"))  # fmt: skip
+    report.add(Row("1", f"spack buildcache push {len(names)} specs, fast", times["fast"],
                    times["python"], "spack (python backend)"))  # fmt: skip
 
 

@@ -426,3 +426,27 @@ def test_fork_uses_a_fresh_runtime(registry: Registry, repo_name: str) -> None:
         env={**os.environ},
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fast_compression(registry: Registry, repo_name: str, tmp_path: Path) -> None:
+    """``compression="fast"``: the same tar (diff_id) in other gzip bytes that any reader
+    takes; the default stays Spack's bytes."""
+    ref = registry.repo_url(repo_name)
+    p = make_prefix(tmp_path, "c", size=10_000_000)
+    text = p / "share" / "text.txt"
+    text.parent.mkdir()
+    text.write_text("lorem ipsum dolor sit amet\n" * 400_000)
+    spack_mode = oci.push(ref, [oci.PushItem("c-spack", prefix=p)])[0]
+    fast = oci.push(ref, [oci.PushItem("c-fast", prefix=p)], compression="fast")[0]
+    assert spack_mode.status == fast.status == "pushed"
+    assert fast.diff_id == spack_mode.diff_id
+    assert fast.digest != spack_mode.digest
+    assert fast.size is not None and spack_mode.size is not None
+    assert abs(fast.size / spack_mode.size - 1) < 0.05
+    blob = tmp_path / "fast.tar.gz"
+    oci.fetch_blob(ref, fast.digest or "", blob)
+    with tarfile.open(blob) as tar:
+        names = tar.getnames()
+    assert str(text).lstrip("/") in names
+    with pytest.raises(oci.InvalidArgumentError, match="compression"):
+        oci.push(ref, [oci.PushItem("x", prefix=p)], compression="zstd")

@@ -251,6 +251,7 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             buildinfo_dump=_dump_buildinfo,
             progress=progress,
             tmpdir=self.tmpdir,
+            compression=str(spack.config.get("config:oci_compression", "spack")),
             client=self._client(),
         )
 

@@ -237,6 +237,7 @@ fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
     progress = None,
     stream_layers = true,
     tmpdir = None,
+    compression = "spack",
     client = None,
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -252,6 +253,7 @@ fn push(
     progress: Option<Py<PyAny>>,
     stream_layers: bool,
     tmpdir: Option<PathBuf>,
+    compression: &str,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<PushResult>> {
     let plan = build_plan(
@@ -266,6 +268,7 @@ fn push(
         progress,
         stream_layers,
         tmpdir,
+        compression,
     )?;
     let c = client_for(py, client)?;
     let results = block_on(py, async move { core::push(&c, plan).await })?;
@@ -286,6 +289,7 @@ fn push(
     progress = None,
     stream_layers = true,
     tmpdir = None,
+    compression = "spack",
     client = None,
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -301,6 +305,7 @@ fn push_async<'py>(
     progress: Option<Py<PyAny>>,
     stream_layers: bool,
     tmpdir: Option<PathBuf>,
+    compression: &str,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let plan = build_plan(
@@ -315,6 +320,7 @@ fn push_async<'py>(
         progress,
         stream_layers,
         tmpdir,
+        compression,
     )?;
     let c = client_for(py, client)?;
     super::runtime::future_into_py(py, async move {
@@ -336,7 +342,20 @@ fn build_plan(
     progress: Option<Py<PyAny>>,
     stream_layers: bool,
     tmpdir: Option<PathBuf>,
+    compression: &str,
 ) -> PyResult<PushPlan> {
+    let fast = match compression {
+        "spack" => false,
+        "fast" => true,
+        other => {
+            return Err(to_pyerr(
+                py,
+                &crate::Error::invalid_input(format!(
+                    "compression must be \"spack\" or \"fast\", not {other:?}"
+                )),
+            ))
+        }
+    };
     let target = parse_ref(py, target)?;
     let base_image = base_image.map(|b| parse_ref(py, b)).transpose()?;
     let mut core_items = Vec::with_capacity(items.len());
@@ -363,6 +382,7 @@ fn build_plan(
                 path: p.clone(),
                 options: TarballOptions {
                     prefixes_to_relocate: it.prefixes_to_relocate.clone(),
+                    fast,
                     ..TarballOptions::default()
                 },
                 buildinfo: buildinfo_fn(

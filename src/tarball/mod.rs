@@ -56,6 +56,10 @@ pub struct TarballOptions {
     /// Set it to `true` (from any thread) to stop the build: it returns an
     /// [`ErrorKind::Cancelled`](crate::ErrorKind) error after at most one read chunk (1 MiB).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Opt-in fast compression: zlib-rs instead of zlib, in independent 4 MiB gzip members.
+    /// The tar (and so the diff_id) is unchanged; the compressed bytes and digest are not
+    /// Spack's. See `gzip::FastMembers`.
+    pub fast: bool,
 }
 
 impl Default for TarballOptions {
@@ -64,6 +68,7 @@ impl Default for TarballOptions {
             prefixes_to_relocate: Vec::new(),
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             cancel: None,
+            fast: false,
         }
     }
 }
@@ -128,7 +133,11 @@ pub fn write_tarball<W: Write>(
     let matcher = PrefixMatcher::new(&opts.prefixes_to_relocate)?;
     let out_err = |e: &io::Error| Error::new(ErrorKind::Io, format!("writing tarball: {e}"));
 
-    let sink = gzip::GzipSink::new(out, opts.compression_level).map_err(|e| out_err(&e))?;
+    let sink = if opts.fast {
+        gzip::GzipSink::new_fast(out, opts.compression_level)
+    } else {
+        gzip::GzipSink::new(out, opts.compression_level).map_err(|e| out_err(&e))?
+    };
     let mut b = Builder {
         sink,
         matcher: &matcher,
