@@ -91,7 +91,7 @@ impl<W: Write> GzipSink<W> {
             stage: Vec::new(),
             outbuf: Vec::new(),
             fast: Some(FastMembers {
-                level: level as i32,
+                level: i32::try_from(level).unwrap_or(6),
                 chunk: Vec::with_capacity(MEMBER),
                 members: 0,
             }),
