@@ -37,6 +37,24 @@ done
 
 say() { printf '\n=== %s\n' "$*"; }
 
+# The registry tests need these; as root on Debian/Ubuntu, install what is missing (CI's
+# .ci/run does the same first), otherwise those tests are skipped with the reason.
+ensure_system_tools() {
+    local missing=()
+    command -v docker-registry >/dev/null || missing+=(docker-registry)
+    command -v skopeo >/dev/null || missing+=(skopeo)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
+    if [[ ${#missing[@]} -gt 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        say "installing ${missing[*]} (apt)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    elif [[ ${#missing[@]} -gt 0 ]]; then
+        echo "note: ${missing[*]} missing: the registry tests will be skipped" >&2
+    fi
+}
+
 ensure_venv() {
     local stamp="$VENV/.requirements.sha256" want
     want="$(sha256sum "$REQS" | cut -d' ' -f1)"
@@ -66,6 +84,7 @@ build_and_install_wheel() {
 }
 
 if [[ $run_python == 1 ]]; then
+    ensure_system_tools
     ensure_venv
     if [[ $build == 1 ]]; then
         build_and_install_wheel
