@@ -47,6 +47,8 @@ pub struct IndexConfigs {
     pub spec_tags: usize,
     /// How many configs were reused from `previous` rather than fetched.
     pub reused: usize,
+    /// The tags whose configs were reused (their manifest digest equals `previous`'s).
+    pub reused_tags: Vec<String>,
 }
 
 /// List the tags of `reference`'s repository and fetch the config of every spec tag
@@ -115,7 +117,10 @@ pub async fn index_configs(
     };
     for r in results {
         match r {
-            Ok((_, _, None)) => out.reused += 1,
+            Ok((tag, _, None)) => {
+                out.reused += 1;
+                out.reused_tags.push(tag);
+            }
             Ok((tag, manifest_digest, Some(config))) => {
                 let has_spec = serde_json::from_slice::<Value>(&config)
                     .ok()

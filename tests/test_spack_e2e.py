@@ -103,7 +103,15 @@ def test_push_list_install_relocate(
     forced = env.push("oci", ROOT, force=True)
     timings("push --force", forced.duration)
     assert forced.stdout.count("Pushed ") == 3
-    timings("update-index", env.update_index("oci").duration)
+    timings("update-index (incremental)", env.update_index("oci").duration)
+    incremental = json.loads(reg.get_blob(repo_name, _index_layer(reg, repo_name)))
+    shutil.rmtree(env.cache_dir / "misc", ignore_errors=True)  # no kept configs: full rebuild
+    for p in env.root.rglob("index-configs-*.json"):
+        p.unlink()
+    timings("update-index (full)", env.update_index("oci").duration)
+    full = json.loads(reg.get_blob(repo_name, _index_layer(reg, repo_name)))
+    assert sorted(incremental["database"]["installs"]) == sorted(full["database"]["installs"])
+    assert len(full["database"]["installs"]) == 3
 
     # Our patch makes oci+http:// indexes readable too.
     listing = env.buildcache_list()
@@ -131,6 +139,11 @@ def test_push_list_install_relocate(
     moved = check_installed(other)
     assert all(moved[n] != before[n] for n in moved)
     assert data_digests(moved[LEAF]) == digests
+
+
+def _index_layer(reg: Registry, repo: str) -> str:
+    digest: str = reg.get_manifest(repo, "index.spack").json()["layers"][0]["digest"]
+    return digest
 
 
 def _image(reg: Registry, repo: str, tag: str) -> tuple[dict, dict, bytes]:  # type: ignore[type-arg]

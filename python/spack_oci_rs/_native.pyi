@@ -275,6 +275,9 @@ class IndexConfigs:
     def spec_tags(self) -> int:
         """How many spec tags were listed."""
     @property
+    def reused_tags(self) -> list[str]:
+        """The spec tags whose configs were not fetched because ``previous`` had them."""
+    @property
     def reused(self) -> int:
         """How many configs were not fetched because ``previous`` had them."""
 

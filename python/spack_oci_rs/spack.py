@@ -11,6 +11,8 @@ Importing this module imports Spack: it is only meant to be imported from within
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
 import os
 import re
@@ -345,16 +347,68 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
         tty.info(f"Tagged {tagged_image}")
 
 
+def _index_cache_file(ref: str) -> str | None:
+    """Where the configs of the last index update of ``ref`` are kept (Spack's misc cache)."""
+    try:
+        import spack.caches
+
+        root = spack.caches.MISC_CACHE.root
+    except Exception:
+        return None
+    name = hashlib.sha256(ref.encode()).hexdigest()[:24]
+    return os.path.join(str(root), "spack-oci-rs", f"index-configs-{name}.json")
+
+
+def _load_index_cache(path: str | None) -> dict[str, list[Any]]:
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_index_cache(path: str | None, configs: dict[str, list[Any]]) -> None:
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(configs, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError as e:
+        tty.debug(f"spack_oci_rs: cannot keep the index configs in {path}: {e}")
+
+
 def update_index(image_ref: ImageReference, tmpdir: str) -> None:
     """Spack's ``_oci_update_index``: configs fetched concurrently by the engine, the database
-    built by Spack, ``index.spack`` uploaded by the engine."""
+    built by Spack, ``index.spack`` uploaded by the engine.
+
+    Incremental: the configs of the previous update are kept in Spack's misc cache with their
+    manifest digests; only tags that are new or whose manifest changed are fetched again. The
+    index is the same as a full rebuild (configs are added in tag order either way).
+    """
     ref = ref_string(image_ref, tag=False)
     c = client(image_ref.domain)
-    gathered = engine.build_index(ref, client=c)
+    cache_file = _index_cache_file(ref)
+    cached = _load_index_cache(cache_file)
+    previous = {t: v[0] for t, v in cached.items() if isinstance(v, list) and len(v) == 2}
+    gathered = engine.build_index(ref, previous=previous, client=c)
     for tag, reason in gathered.skipped:
         tty.warn(f"Skipping {tag} in the index of {image_ref.domain}/{image_ref.name}: {reason}")
+    configs: dict[str, list[Any]] = {t: cached[t] for t in gathered.reused_tags}
+    for tag, digest, config in gathered.configs:
+        configs[tag] = [digest, config]
+    _save_index_cache(cache_file, configs)
+    if gathered.reused:
+        tty.debug(f"spack_oci_rs: index: {gathered.reused} configs reused, "
+                  f"{len(gathered.configs)} fetched")  # fmt: skip
     db = bindist.BuildCacheDatabase(os.path.join(tmpdir, "db_root"))
-    for _tag, _digest, config in gathered.configs:
+    for tag in sorted(configs):
+        config = configs[tag][1]
         spec = spack.spec.Spec.from_dict(config)
         db.add(spec)
         db.mark(spec, "in_buildcache", True)

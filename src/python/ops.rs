@@ -340,6 +340,8 @@ pub struct IndexConfigs {
     skipped: Vec<(String, String)>,
     spec_tags: usize,
     reused: usize,
+    /// Spec tags whose configs were not fetched because `previous` had them unchanged.
+    reused_tags: Vec<String>,
 }
 
 /// List tags and fetch the config of every spec tag concurrently.
@@ -400,6 +402,7 @@ fn index_configs_to_py(py: Python<'_>, out: &crate::index::IndexConfigs) -> PyRe
             .collect(),
         spec_tags: out.spec_tags,
         reused: out.reused,
+        reused_tags: out.reused_tags.clone(),
     })
 }
 
