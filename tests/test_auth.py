@@ -627,3 +627,40 @@ def test_doctor_names_the_credentials_source(
     assert str(cfg) in data["credentials"] and '"alice"' in data["credentials"], data
     assert data["push"]["ok"], data
     assert ALICE_PW not in out
+
+
+def test_doctor_explains_failures_in_one_line(
+    token_registry: TokenRegistry,
+    ts: TokenServer,
+    new_repo: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`doctor` on a wrong password, a missing push scope and an untrusted certificate: each
+    explained in one line, never with the secret."""
+    from spack_oci_rs import cli
+
+    ca = ["--ca-cert", str(token_registry.ca_file)]
+    ref = token_registry.repo_url("shared/" + new_repo("doc"))
+
+    monkeypatch.setenv("PW", "not-alice-password")
+    rc = cli.main(["doctor", *ca, "--username", "alice", "--password-env", "PW", ref])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    errors = err.strip().splitlines()
+    assert len(errors) == 1 and "wrong username or password" in errors[0], err
+    assert "not-alice-password" not in out + err
+
+    monkeypatch.setenv("PW", BOB_PW)
+    rc = cli.main(["doctor", *ca, "--username", "bob", "--password-env", "PW", ref])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    push_line = next(line for line in out.splitlines() if line.startswith("push"))
+    assert "scope denied" in push_line and "push access" in push_line, out
+    assert BOB_PW not in out + err
+
+    rc = cli.main(["doctor", ref])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    errors = err.strip().splitlines()
+    assert len(errors) == 1 and "ssl_certs" in errors[0], err

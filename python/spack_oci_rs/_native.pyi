@@ -512,7 +512,8 @@ def push(
         compression: ``"spack"`` (default): zlib level 6, byte-identical to Spack's
             tarballs. ``"fast"``: zlib-rs in independent 4 MiB gzip members (a valid gzip
             file every reader takes; the tar and so the diff_id are the same, the compressed
-            bytes and digest are not Spack's); faster per core at a similar size.
+            bytes and digest are not Spack's) at level 4: measured 2.8x faster per core than
+            zlib level 6, 2-3% larger.
         progress: called as ``progress(event, info)`` with events ``planned``,
             ``layer_done``, ``layer_failed``, ``manifest_done``, ``manifest_failed``.
     """

@@ -383,6 +383,11 @@ fn build_plan(
                 options: TarballOptions {
                     prefixes_to_relocate: it.prefixes_to_relocate.clone(),
                     fast,
+                    compression_level: if fast {
+                        crate::tarball::FAST_COMPRESSION_LEVEL
+                    } else {
+                        crate::tarball::DEFAULT_COMPRESSION_LEVEL
+                    },
                     ..TarballOptions::default()
                 },
                 buildinfo: buildinfo_fn(

@@ -39,6 +39,12 @@ use relocation::{Classifier, FileClass, PrefixMatcher};
 /// Spack's gzip level (`gzip_compressed_tarfile`: `compresslevel=6`).
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 
+/// The level of the fast mode, chosen by measurement: on a 441 MiB tar of ELF libraries,
+/// headers and docs, zlib-rs level 4 in 4 MiB members took 4.2 s and 156.8 MB where zlib
+/// level 6 (Spack's) took 11.6 s and 152.5 MB: 2.8x faster, 2.8% larger. (Level 6: 2.1x,
+/// +1.2%; level 3: 3.3x, +4.4%.)
+pub const FAST_COMPRESSION_LEVEL: u32 = 4;
+
 /// Read size for file contents.
 const READ_CHUNK: usize = 1 << 20;
 
