@@ -491,38 +491,49 @@ def w4_fetch(args: argparse.Namespace, reg: Registry, work: Path, report: Report
 def w5_copy(args: argparse.Namespace, reg: Registry, work: Path, report: Report) -> None:
     print("\n[5] raw blob copy vs skopeo copy")
     n, mib = (4, 8) if args.quick else (8, 32)
-    rng = random.Random(5)
-    layers = [{f"data/{i}.bin": rng.randbytes(mib * 1024 * 1024 // 2) + bytes(mib * 1024 * 512)}
-              for i in range(n)]  # fmt: skip
-    layout = make_oci_layout(work / "w5-layout", layers=layers)
-    blobs = layout.path / "blobs" / "sha256"
+
+    def layout_for(name: str, seed: int) -> tuple[object, Path]:
+        # Fresh content for every run and tool: skopeo's blob-info cache would otherwise
+        # mount blobs it has seen, and the registry would find ours already present.
+        rng = random.Random(seed)
+        layers = [{f"data/{i}.bin": rng.randbytes(mib * 1024 * 1024 // 2)
+                   + bytes(mib * 1024 * 512)} for i in range(n)]  # fmt: skip
+        lay = make_oci_layout(work / name, layers=layers)
+        return lay, lay.path / "blobs" / "sha256"
+
     up_ours, up_base, down_ours, down_base = [], [], [], []
     for i in range(args.reps):
         repo_o, repo_b = f"w5/ours{i}", f"w5/skopeo{i}"
+        lo, blobs_o = layout_for(f"w5-ours-{i}", 100 + i)
+        lb, _ = layout_for(f"w5-skopeo-{i}", 200 + i)
 
-        def upload(repo: str = repo_o) -> None:
+        def upload(repo: str = repo_o, layout: object = lo, blobs: Path = blobs_o) -> None:
+            from concurrent.futures import ThreadPoolExecutor
+
             ref = reg.repo_url(repo)
             client = oci.Client()
-            for d in [*layout.layer_digests, layout.config_digest]:
-                oci.upload_blob(ref, blobs / d[7:], d, client=client)
-            oci.upload_manifest(f"{ref}:x", (blobs / layout.manifest_digest[7:]).read_bytes(),
-                                client=client)  # fmt: skip
+            digests = [*layout.layer_digests, layout.config_digest]  # type: ignore[attr-defined]
+            with ThreadPoolExecutor(8) as pool:  # the GIL is released while Rust uploads
+                list(pool.map(lambda d: oci.upload_blob(ref, blobs / d[7:], d, client=client),
+                              digests))  # fmt: skip
+            manifest = (blobs / layout.manifest_digest[7:]).read_bytes()  # type: ignore[attr-defined]
+            oci.upload_manifest(f"{ref}:x", manifest, client=client)
 
         up_ours.append(timed(upload))
-        up_base.append(timed(lambda r=repo_b: reg.skopeo("copy", "--quiet", layout.skopeo_ref,
-                                                          reg.docker_ref(r, "x"))))  # fmt: skip
+        up_base.append(timed(lambda r=repo_b, lay=lb: reg.skopeo(
+            "copy", "--quiet", lay.skopeo_ref, reg.docker_ref(r, "x"))))  # type: ignore[attr-defined]  # fmt: skip
         out_o = work / f"w5-down-ours{i}"
         out_o.mkdir()
 
-        def download() -> None:
-            m, _ = oci.get_manifest_and_config(f"{reg.repo_url(repo_o)}:x")
-            res = oci.fetch_blobs([(reg.repo_url(repo_o), x["digest"], out_o / x["digest"][7:])
+        def download(repo: str = repo_o, out: Path = out_o) -> None:
+            m, _ = oci.get_manifest_and_config(f"{reg.repo_url(repo)}:x")
+            res = oci.fetch_blobs([(reg.repo_url(repo), x["digest"], out / x["digest"][7:])
                                    for x in [m["config"], *m["layers"]]])  # fmt: skip
             assert all(r.ok for r in res)
 
         down_ours.append(timed(download))
-        down_base.append(timed(lambda i=i: reg.skopeo(
-            "copy", "--quiet", reg.docker_ref(repo_b, "x"), f"oci:{work / f'w5-down-skopeo{i}'}:x")))  # fmt: skip
+        down_base.append(timed(lambda i=i, r=repo_b: reg.skopeo(
+            "copy", "--quiet", reg.docker_ref(r, "x"), f"oci:{work / f'w5-down-skopeo{i}'}:x")))  # fmt: skip
     total = n * mib
     report.add(Row("5", f"upload {n} blobs ({total} MiB)", up_ours, up_base, "skopeo copy"))
     report.add(Row("5", f"download {n} blobs ({total} MiB)", down_ours, down_base, "skopeo copy"))
