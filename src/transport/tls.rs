@@ -189,7 +189,17 @@ pub fn explain_closed(err: Error, scheme: Scheme, opts: &ClientOptions) -> Error
     ]
     .iter()
     .any(|a| msg.contains(&format!("received fatal alert: {a}")));
-    let closed = msg.contains("channel closed") || msg.contains("connection closed");
+    // With TLS 1.3 the server's verdict on a missing client certificate can arrive after we
+    // sent the request: then all we see is the connection going away.
+    let closed = [
+        "channel closed",
+        "connection closed",
+        "stream closed",
+        "broken pipe",
+        "connection reset",
+    ]
+    .iter()
+    .any(|s| msg.contains(s));
     if scheme != Scheme::Https || !(alert || closed) {
         return err;
     }
