@@ -509,7 +509,7 @@ mod tests {
         let json = serde_json::json!({
             "auths": {
                 "https://index.docker.io/v1/": {"auth": b64("hubuser:hubpw")},
-                "reg.example:5000": {"username": "u2", "password": "p2"},
+                "reg.example:5000": {"username": "user-two", "password": "secret-pw-two"},
                 "https://acr.example/": {"auth": b64("00000000-0000-0000-0000-000000000000:"), "identitytoken": "refresh-tok"},
                 "tok.example": {"registrytoken": "bearer-tok"},
                 "empty.example": {},
@@ -524,7 +524,10 @@ mod tests {
             ("hubuser", "hubpw")
         );
         let c = dc.credentials("reg.example:5000").unwrap();
-        assert_eq!((c.username.as_str(), c.kind), ("u2", SecretKind::Password));
+        assert_eq!(
+            (c.username.as_str(), c.kind),
+            ("user-two", SecretKind::Password)
+        );
         let c = dc.credentials("acr.example").unwrap();
         assert_eq!(c.kind, SecretKind::IdentityToken);
         assert_eq!(c.secret, "refresh-tok");
@@ -537,7 +540,7 @@ mod tests {
         assert!(d.contains("not base64"), "{d}");
         let d = dc.describe("reg.example:5000");
         assert!(
-            d.contains("u2") && d.contains("config.json") && !d.contains("p2"),
+            d.contains("user-two") && d.contains("config.json") && !d.contains("secret-pw-two"),
             "{d}"
         );
         assert!(dc.describe("other.example").starts_with("none (no entry"));
