@@ -29,6 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from registry import Registry, missing_tools, unique_repo_name
+from tarball_tree import make_tree
 
 _SOURCE_TREE = Path(__file__).resolve().parent.parent
 
@@ -120,6 +121,23 @@ def new_repo(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return unique_repo_name(f"{base}-{hint}" if hint else base)
 
     return make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A Spack-like store root for the tarball tests."""
+    s = tmp_path / "opt" / "spack"
+    s.mkdir(parents=True)
+    return s
+
+
+@pytest.fixture
+def prefix(store: Path) -> Path:
+    """An install prefix in ``store`` holding tests/tarball_tree.py's rich tree."""
+    p = store / "linux-x86_64" / "pkg-1.0-abcdef"
+    p.mkdir(parents=True)
+    make_tree(p, store)
+    return p
 
 
 @pytest.fixture

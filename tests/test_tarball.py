@@ -39,21 +39,6 @@ from tarball_tree import (
 )
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    s = tmp_path / "opt" / "spack"
-    s.mkdir(parents=True)
-    return s
-
-
-@pytest.fixture
-def prefix(store: Path) -> Path:
-    p = store / "linux-x86_64" / "pkg-1.0-abcdef"
-    p.mkdir(parents=True)
-    make_tree(p, store)
-    return p
-
-
 def build_both(
     tmp_path: Path,
     prefix: str,

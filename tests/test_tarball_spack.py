@@ -78,21 +78,6 @@ def compare(
     assert info.size == theirs.stat().st_size
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Path:
-    s = tmp_path / "opt" / "spack"
-    s.mkdir(parents=True)
-    return s
-
-
-@pytest.fixture
-def prefix(store: Path) -> Path:
-    p = store / "linux-x86_64" / "pkg-1.0-abcdef"
-    p.mkdir(parents=True)
-    make_tree(p, store)
-    return p
-
-
 def test_rich_prefix(
     spack: tuple[ModuleType, ModuleType], tmp_path: Path, prefix: Path, store: Path
 ) -> None:
