@@ -18,23 +18,23 @@ impl Digest {
     /// Parse `sha256:<hex>`; the error names what is wrong (algorithm, length, characters).
     pub fn parse(s: &str) -> Result<Self, Error> {
         let Some((alg, hex)) = s.split_once(':') else {
-            return Err(Error::InvalidDigest(format!(
+            return Err(Error::invalid_digest(format!(
                 "{s:?}: expected <algorithm>:<hex>"
             )));
         };
         if alg != "sha256" {
-            return Err(Error::InvalidDigest(format!(
+            return Err(Error::invalid_digest(format!(
                 "{s:?}: unsupported algorithm {alg:?} (only sha256 is supported)"
             )));
         }
         if hex.len() != 64 {
-            return Err(Error::InvalidDigest(format!(
+            return Err(Error::invalid_digest(format!(
                 "{s:?}: a sha256 digest has 64 hex characters, not {}",
                 hex.len()
             )));
         }
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::InvalidDigest(format!("{s:?}: not hexadecimal")));
+            return Err(Error::invalid_digest(format!("{s:?}: not hexadecimal")));
         }
         Ok(Self {
             hex: hex.to_ascii_lowercase(),

@@ -66,8 +66,7 @@ impl Error {
         }
     }
 
-    #[allow(non_snake_case)]
-    pub fn InvalidDigest(message: String) -> Self {
+    pub fn invalid_digest(message: impl std::fmt::Display) -> Self {
         Self::new(
             ErrorKind::InvalidDigest,
             format!("invalid digest {message}"),

@@ -201,10 +201,6 @@ pub struct PushPlan {
     pub progress: Option<ProgressFn>,
 }
 
-struct Slot {
-    result: ItemResult,
-}
-
 /// Run a push plan. Never fails as a whole for one item: per-item errors are in the results;
 /// errors that concern everything (an invalid base image) fail every item that needs it.
 pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
@@ -221,21 +217,19 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
             f(p);
         }
     };
-    let mut slots: Vec<Slot> = items
+    let mut slots: Vec<ItemResult> = items
         .iter()
-        .map(|it| Slot {
-            result: ItemResult {
-                key: it.key.clone(),
-                tag: it.tag.clone(),
-                status: ItemStatus::Pushed,
-                manifest_digest: None,
-                manifest_size: None,
-                layer: None,
-                layer_uploaded: false,
-                relocation: None,
-                error: None,
-                layer_seconds: 0.0,
-            },
+        .map(|it| ItemResult {
+            key: it.key.clone(),
+            tag: it.tag.clone(),
+            status: ItemStatus::Pushed,
+            manifest_digest: None,
+            manifest_size: None,
+            layer: None,
+            layer_uploaded: false,
+            relocation: None,
+            error: None,
+            layer_seconds: 0.0,
         })
         .collect();
     let mut layers: HashMap<String, LayerInfo> = known_layers;
@@ -247,8 +241,8 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         for (i, found) in existing.into_iter().enumerate() {
             if let Some(info) = found {
                 skipped[i] = true;
-                slots[i].result.status = ItemStatus::Skipped;
-                slots[i].result.layer = Some(info.clone());
+                slots[i].status = ItemStatus::Skipped;
+                slots[i].layer = Some(info.clone());
                 layers.insert(items[i].key.clone(), info);
             }
         }
@@ -281,7 +275,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         .await;
     for (i, outcome, elapsed) in outcomes {
         let item = &items[i];
-        let slot = &mut slots[i].result;
+        let slot = &mut slots[i];
         slot.layer_seconds = elapsed.as_secs_f64();
         match outcome {
             Ok(made) => {
@@ -311,7 +305,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
 
     // (3) Base images per architecture, only for items that still need a manifest.
     let needs_manifest: Vec<usize> = (0..items.len())
-        .filter(|&i| !skipped[i] && slots[i].result.status != ItemStatus::Failed)
+        .filter(|&i| !skipped[i] && slots[i].status != ItemStatus::Failed)
         .collect();
     let archs: BTreeSet<String> = needs_manifest
         .iter()
@@ -334,9 +328,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         sources: items
             .iter()
             .zip(&slots)
-            .filter_map(|(it, s)| {
-                Some((s.result.layer.as_ref()?.digest.clone(), it.layer.as_ref()?))
-            })
+            .filter_map(|(it, s)| Some((s.layer.as_ref()?.digest.clone(), it.layer.as_ref()?)))
             .collect(),
         base_image: base_image.as_ref(),
         options: &options,
@@ -364,7 +356,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         .await;
     for (i, r) in outcomes {
         let item = &items[i];
-        let slot = &mut slots[i].result;
+        let slot = &mut slots[i];
         match r {
             Ok((digest, size)) => {
                 emit(Progress::ManifestDone {
@@ -387,7 +379,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
             }
         }
     }
-    slots.into_iter().map(|s| s.result).collect()
+    slots
 }
 
 /// For every item with a layer: its layer info if its tag exists with a usable manifest.

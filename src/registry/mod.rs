@@ -14,7 +14,7 @@ use reqwest::Method;
 
 use crate::reference::Reference;
 use crate::transport::auth::Scope;
-use crate::transport::{Client, Request};
+use crate::transport::Request;
 
 /// Build a request against `reference`'s registry with the given scope.
 pub fn request(
@@ -47,6 +47,3 @@ pub(crate) fn resolve_location(reference: &Reference, location: &str) -> crate::
         ))
     })
 }
-
-/// A client bound to nothing in particular; the operations take references.
-pub type Registry = Client;

@@ -220,14 +220,13 @@ pub fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
         if i >= s.len() {
             break;
         }
-        let start_tok = i;
         let tok = read_token(&mut i);
         if tok.is_empty() {
             // Unparseable character: give up on the rest.
             break;
         }
         skip_ws(&mut i);
-        if i < s.len() && s[i] == b'=' && !out.is_empty() && start_tok > 0 {
+        if i < s.len() && s[i] == b'=' && !out.is_empty() {
             // An auth-param of the current challenge.
             i += 1;
             skip_ws(&mut i);

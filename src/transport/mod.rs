@@ -290,7 +290,7 @@ impl Client {
 
     /// One attempt, plus at most one re-authentication after a 401.
     async fn send_authenticated(&self, req: &Request) -> Result<Response> {
-        let header = self.auth_header(req, false).await?;
+        let header = self.auth_header(req).await?;
         let resp = self.send_once(req, header.as_deref()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
@@ -305,7 +305,7 @@ impl Client {
         if let Some(h) = &header {
             self.inner.auth.invalidate(&req.host, &req.scopes, h);
         }
-        let header2 = self.auth_header(req, true).await?;
+        let header2 = self.auth_header(req).await?;
         if header2.is_none() {
             return Err(self.login_error(req, &challenges, LoginFailure::Required));
         }
@@ -385,7 +385,7 @@ impl Client {
     /// The `Authorization` header for a request: a static bearer token as it is; Basic when
     /// the registry asks for Basic; else, when the registry is known to use bearer tokens, a
     /// cached token for these scopes, fetched (once for all concurrent requests) if none is.
-    async fn auth_header(&self, req: &Request, after_challenge: bool) -> Result<Option<String>> {
+    async fn auth_header(&self, req: &Request) -> Result<Option<String>> {
         let creds = self.inner.opts.credentials.credentials(&req.host);
         if let Some(c) = creds.as_ref().filter(|c| c.kind == SecretKind::BearerToken) {
             return Ok(Some(c.bearer_header()));
@@ -405,7 +405,6 @@ impl Client {
                 if let Some(t) = self.inner.auth.token(&req.host, &req.scopes) {
                     return Ok(Some(t));
                 }
-                let _ = after_challenge;
                 let (header, lifetime) = self
                     .fetch_token(req, &realm, service.as_deref(), creds.as_ref())
                     .await?;
@@ -501,7 +500,7 @@ impl Client {
     /// One attempt with a streaming body that cannot be replayed. The token for the
     /// request's scopes must already be known (an earlier request of the same upload got it).
     pub async fn send_stream(&self, req: &Request, body: reqwest::Body) -> Result<Response> {
-        let header = self.auth_header(req, false).await?;
+        let header = self.auth_header(req).await?;
         let resp = self
             .send_once_with(req, header.as_deref(), Some(body))
             .await?;
