@@ -1,9 +1,10 @@
 """The adapter between Spack and the engine.
 
-Spack's patched code calls into this module when ``config:oci_backend`` is ``rust`` (see
-``spack_patch/``). Spack keeps its spec logic (tags, spec dicts, environment modifications,
-the index database, buildinfo YAML); the engine does transfers, auth, tarballs, digests,
-concurrency and retries, with one engine call per command.
+Spack calls into this module when ``config:oci_backend`` is ``rust``: through the plugin
+(``spack_oci_rs_plugin``, on an unmodified Spack v1.0.2, v1.1.0 or develop) or through a
+tree patched with ``spack_patch/``. Spack keeps its spec logic (tags, spec dicts, environment
+modifications, the index database, buildinfo YAML); the engine does transfers, auth, tarballs,
+digests, concurrency and retries, with one engine call per command.
 
 Importing this module imports Spack: it is only meant to be imported from within Spack.
 """
@@ -11,7 +12,9 @@ Importing this module imports Spack: it is only meant to be imported from within
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
+import io
 import json
 import logging
 import os
@@ -21,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import spack.binary_distribution as bindist
 import spack.config
+import spack.error
 import spack.hash_types as ht
 import spack.llnl.util.tty as tty
 import spack.oci.image
@@ -34,7 +38,7 @@ from spack import traverse
 import spack_oci_rs as engine
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     import spack.mirrors.mirror
     from spack.oci.image import ImageReference
@@ -44,7 +48,9 @@ __all__ = [
     "RustOCIUploader",
     "download_tarball",
     "fetch_to_stage",
+    "manifest_response",
     "prefetch_for_install",
+    "prefetch_specs",
     "update_index",
 ]
 
@@ -55,9 +61,44 @@ _CLIENTS: dict[tuple[Any, ...], engine.Client] = {}
 _PREFETCHED: dict[str, tuple[str, str]] = {}
 
 
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A bug of ours inside an engine call becomes one Spack error line naming spack-oci-rs
+    (Spack's own errors and the engine's registry errors pass as they are)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (spack.error.SpackError, engine.OciError):
+            raise
+        except Exception as e:
+            raise spack.error.SpackError(
+                f"spack-oci-rs: internal error in {fn.__qualname__}: {type(e).__name__}: {e}",
+                "please report it; `spack config add config:oci_backend:python` avoids it",
+            ) from e
+
+    return wrapper
+
+
+def is_oci_url(url: str) -> bool:
+    """Spack's ``is_oci_url`` (v1.1+: ``oci://`` and ``oci+http://``; v1.0: ``oci://``)."""
+    found = getattr(spack.oci.image, "is_oci_url", None)
+    return bool(found(url)) if found else url.startswith("oci://")
+
+
+def image_ref_from_url(url: str) -> ImageReference:
+    """Spack's ``ImageReference.from_url`` (which v1.0 lacks: there, ``oci://`` only)."""
+    from_url = getattr(spack.oci.image.ImageReference, "from_url", None)
+    if from_url is not None:
+        return from_url(url)
+    if not url.startswith("oci://"):
+        raise ValueError(f"Invalid OCI URL: {url}")
+    return spack.oci.image.ImageReference.from_string(url[len("oci://") :])
+
+
 def ref_string(ref: ImageReference, *, tag: bool = True) -> str:
     """A Spack ``ImageReference`` as an engine reference (``oci://`` or ``oci+http://``)."""
-    scheme = "oci+http" if ref.scheme == "http" else "oci"
+    scheme = "oci+http" if getattr(ref, "scheme", "https") == "http" else "oci"
     s = f"{scheme}://{ref.domain}/{ref.name}"
     if tag and ref.tag:
         s += f":{ref.tag}"
@@ -96,9 +137,9 @@ def _access_token(domain: str) -> str | None:
     for mirror in spack.mirrors.mirror.MirrorCollection().values():
         for direction in ("push", "fetch"):
             url = mirror.get_url(direction)
-            if not spack.oci.image.is_oci_url(url):
+            if not is_oci_url(url):
                 continue
-            if spack.oci.image.ImageReference.from_url(url).domain != domain:
+            if image_ref_from_url(url).domain != domain:
                 continue
             token = mirror.get_access_token(direction)
             if token:
@@ -217,8 +258,8 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
         # Unlike Spack's backend, an oci:// or oci+http:// URL is accepted too (a base image
         # on a plain-HTTP registry); a bare reference is https, as in Spack.
         self.base_image: ImageReference | None = None
-        if base_image and spack.oci.image.is_oci_url(base_image):
-            self.base_image = spack.oci.image.ImageReference.from_url(base_image)
+        if base_image and is_oci_url(base_image):
+            self.base_image = image_ref_from_url(base_image)
         elif base_image:
             self.base_image = spack.oci.image.ImageReference.from_string(base_image)
         self._base_configs: dict[str, dict[str, Any]] = {}
@@ -257,6 +298,7 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             client=self._client(),
         )
 
+    @_guarded
     def push(
         self, specs: list[spack.spec.Spec]
     ) -> tuple[list[spack.spec.Spec], list[tuple[spack.spec.Spec, BaseException]]]:
@@ -331,6 +373,7 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             update_index(self.target_image, self.tmpdir)
         return skipped, errors
 
+    @_guarded
     def tag(self, tag: str, roots: list[spack.spec.Spec]) -> None:
         tagged_image = self.target_image.with_tag(tag)
         arch = bindist._oci_archspec_to_gooarch(roots[0])
@@ -383,6 +426,7 @@ def _save_index_cache(path: str | None, configs: dict[str, list[Any]]) -> None:
         tty.debug(f"spack_oci_rs: cannot keep the index configs in {path}: {e}")
 
 
+@_guarded
 def update_index(image_ref: ImageReference, tmpdir: str) -> None:
     """Spack's ``_oci_update_index``: configs fetched concurrently by the engine, the database
     built by Spack, ``index.spack`` uploaded by the engine.
@@ -423,8 +467,9 @@ class RustOCIIndexFetcher(bindist.IndexFetcher):  # type: ignore[misc]
 
     def __init__(self, url_and_version: Any, local_hash: str | None) -> None:
         self.local_hash = local_hash
-        self.ref = spack.oci.image.ImageReference.from_url(url_and_version.url)
+        self.ref = image_ref_from_url(url_and_version.url)
 
+    @_guarded
     def conditional_fetch(self) -> Any:
         known = f"sha256:{self.local_hash}" if self.local_hash else None
         where = f"{self.ref.domain}/{self.ref.name}"
@@ -456,6 +501,7 @@ def _blob_url_parts(url: str) -> tuple[str, str] | None:
     return f"{'oci+http' if scheme == 'http' else 'oci'}://{domain}/{name}", digest
 
 
+@_guarded
 def fetch_to_stage(strategy: Any) -> None:
     """``OCIRegistryFetchStrategy.fetch`` on the engine: stream the blob to the stage's save
     file, verified; Spack's own checksum check still runs afterwards."""
@@ -482,8 +528,8 @@ def _oci_mirrors() -> list[ImageReference]:
     refs = []
     for mirror in spack.mirrors.mirror.MirrorCollection(binary=True).values():
         url = mirror.fetch_url
-        if spack.oci.image.is_oci_url(url):
-            refs.append(spack.oci.image.ImageReference.from_url(url))
+        if is_oci_url(url):
+            refs.append(image_ref_from_url(url))
     return refs
 
 
@@ -494,15 +540,19 @@ def _may_use_cache(task: Any) -> bool:
 
 
 def prefetch_for_install(tasks: Iterable[Any]) -> int:
-    """Download the config and tarball blobs of every spec of the installer's build tasks
-    that may come from a binary cache and that an OCI mirror has, all at once, into Spack's
-    download cache (``blobs/sha256/<hex>``, Spack's OCI layout), so that installing them one
-    by one reads local files. Failures are left to the normal install path, which reports
-    them. Returns the number of blobs downloaded."""
+    """:func:`prefetch_specs` of the installer's build tasks that may come from a cache."""
+    return int(prefetch_specs([t.pkg.spec for t in tasks if _may_use_cache(t)]))
+
+
+@_guarded
+def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
+    """Download the config and tarball blobs of every spec that an OCI mirror has, all at
+    once, into Spack's download cache (``blobs/sha256/<hex>``, Spack's OCI layout), so that
+    installing them one by one reads local files. Failures are left to the normal install
+    path, which reports them. Returns the number of blobs downloaded."""
     import spack.caches
 
     mirrors = _oci_mirrors()
-    specs = [t.pkg.spec for t in tasks if _may_use_cache(t)]
     wanted = [s for s in specs if not s.external and not s.installed]
     if not mirrors or not wanted:
         return 0
@@ -524,9 +574,41 @@ def prefetch_for_install(tasks: Iterable[Any]) -> int:
     return downloaded
 
 
+def _image_digests(key: str, domain: str) -> tuple[str, str]:
+    """(config digest, layer digest) of the image ``key``: from the install prefetch when it
+    had the image (no request), else from its manifest, fetched once."""
+    digests = _PREFETCHED.get(key)
+    if digests is None:
+        manifest, _ = engine.get_manifest_and_config(key, recurse=0, client=client(domain))
+        digests = (manifest["config"]["digest"], manifest["layers"][-1]["digest"])
+    return digests
+
+
+_MANIFEST_URL = re.compile(r"^(https?)://([^/]+)/v2/(.+)/manifests/([^/]+)$")
+
+
+@_guarded
+def manifest_response(url: str) -> Any:
+    """The reply to the manifest request of the OCI branch of Spack's ``download_tarball``
+    (the plugin routes it here): the image's config and tarball digests, from the install
+    prefetch or the registry, as a file Spack's ``json.load`` reads; None if ``url`` is not a
+    manifest URL. A registry error is raised as Spack's opener would raise one (Spack then
+    tries the next mirror)."""
+    m = _MANIFEST_URL.match(url)
+    if m is None:
+        return None
+    scheme, domain, name, tag = m.groups()
+    key = f"{'oci+http' if scheme == 'http' else 'oci'}://{domain}/{name}:{tag}"
+    config, layer = _image_digests(key, domain)
+    manifest = {"config": {"digest": config}, "layers": [{"digest": layer}]}
+    return io.BytesIO(json.dumps(manifest).encode())
+
+
+@_guarded
 def download_tarball(spec: spack.spec.Spec, ref: ImageReference, fetch_url: str) -> Any:
-    """The OCI branch of Spack's ``download_tarball`` for one mirror: the spec file and the
-    tarball as stages, checked and cached, or None to try the next mirror.
+    """The OCI branch of Spack's ``download_tarball`` for one mirror, as the patched trees
+    call it: the spec file and the tarball as stages, checked and cached, or None to try the
+    next mirror.
 
     The digests come from the install prefetch when it had this image (no request, and the
     blobs are in the download cache already); otherwise the manifest is fetched once.
@@ -534,14 +616,11 @@ def download_tarball(spec: spack.spec.Spec, ref: ImageReference, fetch_url: str)
     from spack.oci.image import Digest
 
     key = ref_string(ref)
-    digests = _PREFETCHED.get(key)
-    if digests is None:
-        try:
-            manifest, _ = engine.get_manifest_and_config(key, recurse=0, client=client(ref.domain))
-            digests = (manifest["config"]["digest"], manifest["layers"][-1]["digest"])
-        except (engine.OciError, KeyError, IndexError, TypeError) as e:
-            tty.debug(f"spack_oci_rs: no binary for {_format_spec(spec)} in {key}: {e}")
-            return None
+    try:
+        digests = _image_digests(key, ref.domain)
+    except (engine.OciError, KeyError, IndexError, TypeError) as e:
+        tty.debug(f"spack_oci_rs: no binary for {_format_spec(spec)} in {key}: {e}")
+        return None
     spec_digest, tarball_digest = (Digest.from_string(d) for d in digests)
 
     with spack.oci.oci.make_stage(ref.blob_url(spec_digest), spec_digest, keep=True) as stage:
