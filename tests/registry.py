@@ -423,6 +423,12 @@ class BaseImage:
     diff_ids: list[str]
 
 
+#: A line of the registry's access log: ``... "GET /v2/... HTTP/1.1" 200 2 "" "agent"``.
+_ACCESS_LINE = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<uri>\S+) HTTP/[0-9.]+" \d+ \d+ "[^"]*" "(?P<agent>[^"]*)"'
+)
+
+
 @dataclass(eq=False)
 class Registry:
     """One ``docker-registry serve`` process. Use as a context manager or start()/stop()."""
@@ -651,6 +657,18 @@ class Registry:
                 return f.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def blob_user_agents(self, since: int = 0) -> dict[str, set[str]]:
+        """The User-Agents of blob uploads (POST/PATCH/PUT under ``/blobs/uploads/``) and blob
+        downloads (GET ``/blobs/sha256:``) in the access log since byte offset ``since``."""
+        found: dict[str, set[str]] = {"upload": set(), "download": set()}
+        for m in _ACCESS_LINE.finditer(self.log(since)):
+            method, uri, agent = m.group("method"), m.group("uri"), m.group("agent")
+            if "/blobs/uploads/" in uri and method in ("POST", "PATCH", "PUT"):
+                found["upload"].add(agent)
+            elif "/blobs/sha256:" in uri and method == "GET":
+                found["download"].add(agent)
+        return found
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log().splitlines()[-lines:]

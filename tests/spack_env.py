@@ -1,6 +1,6 @@
 """An isolated, offline Spack for end-to-end tests and benchmarks of OCI build caches.
 
-Nothing here imports pytest or Spack: Spack always runs as a subprocess, ``$SPACK_ROOT/bin/spack``
+Nothing here imports Spack (pytest only in :func:`require_spack`): Spack always runs as a subprocess, ``$SPACK_ROOT/bin/spack``
 under the interpreter named by ``SPACK_PYTHON`` (default: this interpreter), which must be able
 to ``import clingo`` (``pip install clingo``): Spack's bootstrapping is switched off.
 
@@ -150,6 +150,41 @@ def skip_reason(spack_root: Path | None = None, python: str | None = None) -> st
             f"`{python} -m pip install clingo`"
         )
     return None
+
+
+def require_spack(test_file: str) -> Path:
+    """``$SPACK_ROOT`` for a test module that needs Spack; skips the module (with the reason)
+    when Spack cannot run here, or fails it when ``SPACK_OCI_RS_REQUIRE_SPACK`` is set (CI
+    runs the Spack suites on every supported tree: a skip there would hide a broken setup)."""
+    import pytest
+
+    reason = skip_reason()
+    if reason is None:
+        root = spack_root_from_env()
+        assert root is not None
+        return root
+    if os.environ.get("SPACK_OCI_RS_REQUIRE_SPACK"):
+        pytest.fail(f"{Path(test_file).name}: Spack is required here: {reason}", pytrace=False)
+    print(f"\n{Path(test_file).name} skipped: {reason}", file=sys.stderr)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def tree_digest(root: Path) -> str:
+    """One sha256 over every file's path, mode and content (links: their target) below
+    ``root``: equal before and after means the tree was not touched."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            h.update(str(path.relative_to(root)).encode() + b"\0")
+            if path.is_symlink():
+                h.update(b"L" + os.readlink(path).encode())
+            else:
+                h.update(oct(path.stat().st_mode).encode() + path.read_bytes())
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

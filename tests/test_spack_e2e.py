@@ -1,10 +1,12 @@
-"""Spack on the Rust engine, end to end: a patched copy of ``$SPACK_ROOT`` with
+"""Spack on the Rust engine, end to end: an unmodified ``$SPACK_ROOT`` (v1.0.2, v1.1.0 or
+develop) whose interpreter has the wheel installed — the zero-patch plugin — and
 ``config:oci_backend:rust``, real commands against real local registries.
 
 Cross-checks with Spack's own Python backend: a cache pushed by either backend installs with
 the other, and both push byte-identical tarballs, manifests and configs (but for the archive
-timestamp). Skipped, with the reason, when ``SPACK_ROOT`` is unset, its version has no patch,
-or the interpreter cannot run Spack (clingo missing).
+timestamp). The Spack tree is checked to be untouched (every file's checksum) after the
+session. Skipped, with the reason, when ``SPACK_ROOT`` is unset or the interpreter cannot run
+Spack (clingo missing) — unless ``SPACK_OCI_RS_REQUIRE_SPACK`` is set (CI), then it fails.
 """
 
 from __future__ import annotations
@@ -21,36 +23,29 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from registry import Registry
-from spack_env import LEAF, MID, ROOT, SpackEnv, parse_spec_list, skip_reason
+from spack_env import LEAF, MID, ROOT, SpackEnv, parse_spec_list, require_spack, tree_digest
 from spack_oci_rs import patch
 from test_spack_harness import check_installed, data_digests
 
-_REASON = skip_reason()
-if _REASON:
-    print(f"\ntests/test_spack_e2e.py skipped: {_REASON}", file=sys.stderr)
-    pytest.skip(_REASON, allow_module_level=True)
-
-_SPACK_ROOT = Path(os.environ["SPACK_ROOT"])
+_SPACK_ROOT = require_spack(__file__)
 _VERSION = patch.spack_version(_SPACK_ROOT)
-if _VERSION not in patch.PATCHES:
-    pytest.skip(f"Spack {_VERSION} at {_SPACK_ROOT} has no patch", allow_module_level=True)
+#: Spack 1.0 has no oci+http:// mirrors: its caches are tested over HTTPS only.
+_HAS_OCI_HTTP = not _VERSION.startswith("1.0.")
 
 
 @pytest.fixture(scope="session")
-def patched_spack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of $SPACK_ROOT with our patch applied (the original is left alone)."""
-    dest = tmp_path_factory.mktemp("patched") / "spack"
-    shutil.copytree(
-        _SPACK_ROOT,
-        dest,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "opt", "var/spack/cache"),
-    )
-    if patch.check(dest) == "patched":
-        patch.revert(dest)
-    patch.apply(dest)
-    assert patch.check(dest) == "patched"
-    return dest
+def spack_tree() -> Iterator[Path]:
+    """``$SPACK_ROOT`` itself, unpatched; every file is the same after the session."""
+    before = tree_digest(_SPACK_ROOT)
+    yield _SPACK_ROOT
+    assert tree_digest(_SPACK_ROOT) == before, f"the tests changed files in {_SPACK_ROOT}"
+
+
+@pytest.fixture
+def cache_registry(request: pytest.FixtureRequest) -> Registry:
+    """The plain-HTTP registry where Spack has ``oci+http://``, else the TLS one."""
+    registry: Registry = request.getfixturevalue("registry" if _HAS_OCI_HTTP else "tls_registry")
+    return registry
 
 
 def make_env(
@@ -71,18 +66,27 @@ def timings(request: pytest.FixtureRequest) -> Iterator[Callable[[str, float], N
         print("\n".join(f"  {s:<{width}}  {t:7.2f} s" for s, t in steps))
 
 
-@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        pytest.param(
+            "http", marks=pytest.mark.skipif(not _HAS_OCI_HTTP, reason="no oci+http:// in 1.0")
+        ),
+        "https",
+    ],
+)
 def test_push_list_install_relocate(
     scheme: str,
     request: pytest.FixtureRequest,
-    patched_spack: Path,
+    spack_tree: Path,
     tmp_path: Path,
     repo_name: str,
     timings: Callable[[str, float], None],
 ) -> None:
     reg: Registry = request.getfixturevalue("registry" if scheme == "http" else "tls_registry")
-    env = make_env(tmp_path / "spack", patched_spack, reg)
+    env = make_env(tmp_path / "spack", spack_tree, reg)
     assert env.run("config", "get", "config").stdout.count("oci_backend: rust") == 1
+    log_start = reg.log_offset()
     env.install(ROOT)
     installed = parse_spec_list(env.find("-l").stdout)
     before = check_installed(env)
@@ -91,6 +95,7 @@ def test_push_list_install_relocate(
     env.mirror_add("oci", url)
 
     push = env.push("oci", ROOT, update_index=True)
+    uploads = reg.blob_user_agents(since=log_start)["upload"]
     timings("push --update-index (3 specs)", push.duration)
     assert push.stdout.count("Pushed ") == 3, push.stdout + push.stderr
     assert push.stdout.count("Tagged ") == 3, push.stdout
@@ -113,14 +118,16 @@ def test_push_list_install_relocate(
     assert sorted(incremental["database"]["installs"]) == sorted(full["database"]["installs"])
     assert len(full["database"]["installs"]) == 3
 
-    # Our patch makes oci+http:// indexes readable too.
+    # The plugin makes oci+http:// indexes readable too.
     listing = env.buildcache_list()
     timings("buildcache list", listing.duration)
     assert parse_spec_list(listing.stdout) == installed, listing.stdout + listing.stderr
 
     env.uninstall_all()
     env.clear_download_caches()
+    log_start = reg.log_offset()
     reinstall = env.install(ROOT, cache_only=True)
+    downloads = reg.blob_user_agents(since=log_start)["download"]
     timings("install --cache-only (3 specs)", reinstall.duration)
     assert reinstall.stdout.count("from binary cache") == 3, reinstall.stdout
     after = check_installed(env)
@@ -128,7 +135,7 @@ def test_push_list_install_relocate(
 
     other = make_env(
         tmp_path / "other",
-        patched_spack,
+        spack_tree,
         reg,
         repo_from=env,
         store=tmp_path / "other" / "a-much-longer-install-tree-root-for-relocation",
@@ -139,6 +146,9 @@ def test_push_list_install_relocate(
     moved = check_installed(other)
     assert all(moved[n] != before[n] for n in moved)
     assert data_digests(moved[LEAF]) == digests
+    # Every blob upload and download of Spack's went through the engine.
+    assert uploads and downloads, (uploads, downloads)
+    assert all(a.startswith("spack-oci-rs/") for a in uploads | downloads), (uploads, downloads)
 
 
 def _index_layer(reg: Registry, repo: str) -> str:
@@ -153,23 +163,32 @@ def _image(reg: Registry, repo: str, tag: str) -> tuple[dict, dict, bytes]:  # t
 
 
 def test_backends_interoperate_and_agree(
-    registry: Registry,
-    patched_spack: Path,
+    cache_registry: Registry,
+    spack_tree: Path,
     tmp_path: Path,
     new_repo: Callable[[str], str],
 ) -> None:
     """Rust-pushed caches install with Spack's backend and vice versa; both backends push the
     same tags, byte-identical tarballs, and the same configs and manifests but for the
     archive timestamp (and so the config digest)."""
+    registry = cache_registry
     py_repo, rs_repo = new_repo("python"), new_repo("rust")
-    env = make_env(tmp_path / "spack", patched_spack, registry, backend="python")
+    env = make_env(tmp_path / "spack", spack_tree, registry, backend="python")
     env.install(ROOT)
     before = check_installed(env)
     env.mirror_add("py", registry.repo_url(py_repo))
     env.mirror_add("rs", registry.repo_url(rs_repo))
+    log_start = registry.log_offset()
     env.push("py", ROOT, update_index=True)
+    python_agents = registry.blob_user_agents(since=log_start)
+    assert python_agents["upload"] and not any(
+        a.startswith("spack-oci-rs/") for a in python_agents["upload"]
+    ), python_agents  # the toggle at python: Spack's own client
     env.run("config", "add", "config:oci_backend:rust")
+    log_start = registry.log_offset()
     env.push("rs", ROOT, update_index=True)
+    rust_agents = registry.blob_user_agents(since=log_start)["upload"]
+    assert rust_agents and all(a.startswith("spack-oci-rs/") for a in rust_agents), rust_agents
 
     tags = sorted(registry.list_tags(py_repo))
     assert tags == sorted(registry.list_tags(rs_repo))
@@ -202,17 +221,18 @@ def test_backends_interoperate_and_agree(
 
 
 def test_base_image_and_tag(
-    registry: Registry,
+    cache_registry: Registry,
     skopeo_available: None,
-    patched_spack: Path,
+    spack_tree: Path,
     tmp_path: Path,
     new_repo: Callable[[str], str],
 ) -> None:
-    """``--base-image`` (on the same plain-HTTP registry: with the rust backend an
-    ``oci+http://`` base image works) and ``--tag``; skopeo copies the result."""
+    """``--base-image`` (on the same registry: with the rust backend an ``oci+http://`` base
+    image works) and ``--tag``; skopeo copies the result."""
+    registry = cache_registry
     base = registry.push_base_image(new_repo("base"))
     cache = new_repo("cache")
-    env = make_env(tmp_path / "spack", patched_spack, registry)
+    env = make_env(tmp_path / "spack", spack_tree, registry)
     env.install(ROOT)
     env.mirror_add("oci", registry.repo_url(cache))
     base_ref = f"{registry.url}/{base.repo}:{base.tag}"
@@ -232,9 +252,10 @@ def test_base_image_and_tag(
 
 
 def test_bad_input(
-    registry: Registry, patched_spack: Path, tmp_path: Path, repo_name: str
+    cache_registry: Registry, spack_tree: Path, tmp_path: Path, repo_name: str
 ) -> None:
-    env = make_env(tmp_path / "spack", patched_spack, registry)
+    registry = cache_registry
+    env = make_env(tmp_path / "spack", spack_tree, registry)
     env.install(ROOT)
 
     # An unknown toggle value: Spack's schema says so.
@@ -242,10 +263,10 @@ def test_bad_input(
     assert bad.returncode != 0
     assert "fortran" in bad.stderr and "python" in bad.stderr, bad.stderr
 
-    # The toggle on but our package not importable: one clear line.
+    # The toggle on, the package importable but its native module missing: one clear line.
     fake = tmp_path / "shadow" / "spack_oci_rs"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('simulated: not installed')\n")
+    (fake / "__init__.py").write_text("from ._native import push  # no _native here\n")
     env.mirror_add("oci", registry.repo_url(repo_name))
     env.extra_env["PYTHONPATH"] = str(fake.parent)
     shadowed = env.run("buildcache", "push", "--unsigned", "oci", ROOT, check=False)
@@ -253,7 +274,7 @@ def test_bad_input(
     assert shadowed.returncode != 0
     errors = [line for line in shadowed.stderr.splitlines() if "Error" in line]
     assert len(errors) == 1 and "pip install spack-oci-rs" in errors[0], shadowed.stderr
-    assert "Traceback" not in shadowed.stderr
+    assert "spack_oci_rs._native" in errors[0] and "Traceback" not in shadowed.stderr
 
     # One spec's prefix is gone: it fails, clearly; the others are pushed.
     leaf = env.location(LEAF)
@@ -266,21 +287,21 @@ def test_bad_input(
     assert any(t.startswith(MID) for t in tags)
 
     # The registry is down: a clear error, nothing recorded as pushed.
-    env.run("mirror", "add", "--unsigned", "down", "oci+http://127.0.0.1:9/nothing")
+    env.run("mirror", "add", "--unsigned", "down", "oci://127.0.0.1:9/nothing")
     down = env.run("buildcache", "push", "--unsigned", "down", ROOT, check=False)
     assert down.returncode != 0
     assert "127.0.0.1:9" in down.stderr and "Pushed " not in down.stdout, down.stderr
 
 
 def test_mirror_credentials(
-    auth_registry: Registry, patched_spack: Path, tmp_path: Path, repo_name: str
+    auth_registry: Registry, spack_tree: Path, tmp_path: Path, repo_name: str
 ) -> None:
     """Credentials from ``spack mirror add --oci-username-variable/--oci-password-variable``
     (Spack's own lookup) reach the engine; a wrong password fails clearly, without the
     secret in the output."""
     reg = auth_registry
     assert reg.password is not None
-    env = make_env(tmp_path / "spack", patched_spack, reg)
+    env = make_env(tmp_path / "spack", spack_tree, reg)
     env.install(ROOT)
     env.extra_env.update(OCI_USER="spack", OCI_PASS=reg.password)
     env.mirror_add(
