@@ -1,8 +1,9 @@
 """An isolated, offline Spack for end-to-end tests and benchmarks of OCI build caches.
 
-Nothing here imports Spack (pytest only in :func:`require_spack`): Spack always runs as a subprocess, ``$SPACK_ROOT/bin/spack``
-under the interpreter named by ``SPACK_PYTHON`` (default: this interpreter), which must be able
-to ``import clingo`` (``pip install clingo``): Spack's bootstrapping is switched off.
+Nothing here imports Spack (nor pytest, but in :func:`require_spack`): Spack always runs as a
+subprocess, ``$SPACK_ROOT/bin/spack`` under the interpreter named by ``SPACK_PYTHON`` (default:
+this interpreter), which must be able to ``import clingo`` (``pip install clingo``): Spack's
+bootstrapping is switched off.
 
 :meth:`SpackEnv.create` makes, in a directory of its own:
 

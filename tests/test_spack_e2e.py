@@ -12,7 +12,6 @@ Spack (clingo missing) — unless ``SPACK_OCI_RS_REQUIRE_SPACK`` is set (CI), th
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
