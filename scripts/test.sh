@@ -5,6 +5,14 @@
 #   ./scripts/test.sh -k push -x       extra arguments go to pytest
 #   ./scripts/test.sh --no-build       test the wheel already installed in the venv
 #   ./scripts/test.sh --python-only    skip `cargo test` (or --rust-only: skip pytest)
+#   ./scripts/test.sh --no-spack       skip the Spack suites (below)
+#
+# The Spack suites: for each Spack tree in ../shared/spack (or $SPACK_OCI_RS_SPACK_TARBALLS:
+# spack-v1.0.2, spack-v1.1.0 and spack-develop .tar.xz, checked against SHA256SUMS), extracted
+# unchanged into a temporary directory, with the wheel (and so the zero-patch plugin) installed
+# in the interpreter that runs Spack: the Spack test files of tests/ against that tree, then
+# Spack's own OCI unit tests twice (toggle python; dispatch active as with rust). Without the
+# tarballs they are skipped with a note (CI: an error).
 #
 # The venv (.venv-ci, or $SPACK_OCI_RS_VENV) is created with the tools of
 # scripts/requirements-test.txt when missing or when that file changed. pytest runs from the
@@ -24,18 +32,24 @@ REQS="$ROOT/scripts/requirements-test.txt"
 build=1
 run_rust=1
 run_python=1
+run_spack=1
 pytest_args=()
 for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --python-only) run_rust=0 ;;
         --rust-only) run_python=0 ;;
+        --no-spack) run_spack=0 ;;
         *) pytest_args+=("$arg") ;;
     esac
 done
 [[ "${SPACK_OCI_RS_SKIP_BUILD:-}" == 1 ]] && build=0
 
-say() { printf '\n=== %s\n' "$*"; }
+say() { printf '\n=== [%4ds] %s\n' "$SECONDS" "$*"; }
+
+#: The Spack test files of tests/, run once per Spack tree.
+SPACK_TESTS=(tests/test_spack_e2e.py tests/test_spack_plugin.py tests/test_tarball_spack.py)
+SPACK_VERSIONS=(v1.0.2 v1.1.0 develop)
 
 # The registry tests need these; as root on Debian/Ubuntu, install what is missing (CI's
 # .ci/run does the same first), otherwise those tests are skipped with the reason.
@@ -96,9 +110,9 @@ if [[ $run_rust == 1 ]]; then
     cargo test
 fi
 
-if [[ $run_python == 1 ]]; then
-    say "pytest (installed wheel)"
+check_installed_module() {
     # Import from a neutral directory: prove the module comes from the venv, not python/.
+    local module_file
     module_file="$(cd / && "$VENV/bin/python" -c 'import spack_oci_rs; print(spack_oci_rs.__file__)')"
     echo "spack_oci_rs imported from: $module_file"
     case "$module_file" in
@@ -108,12 +122,66 @@ if [[ $run_python == 1 ]]; then
             exit 1
             ;;
     esac
-    rc=0
+}
+
+run_pytest() {
+    local rc=0
     SPACK_OCI_RS_EXPECT_INSTALLED="$VENV" \
-        "$VENV/bin/pytest" --import-mode=importlib "$ROOT/tests" ${pytest_args[@]+"${pytest_args[@]}"} || rc=$?
+        "$VENV/bin/pytest" --import-mode=importlib "$@" || rc=$?
     if [[ $rc == 5 ]]; then
         echo "error: pytest collected no tests" >&2
-        exit 1
+        return 1
     fi
-    exit "$rc"
+    return "$rc"
+}
+
+# One Spack tree: the Spack test files of tests/, then Spack's own OCI unit tests twice.
+spack_suite() {
+    local root="$1" version="$2"
+    say "Spack $version: ${SPACK_TESTS[*]} (SPACK_ROOT=$root)"
+    SPACK_ROOT="$root" SPACK_PYTHON="$VENV/bin/python" SPACK_OCI_RS_REQUIRE_SPACK=1 \
+        run_pytest "${SPACK_TESTS[@]/#/$ROOT/}" -p no:cacheprovider ${pytest_args[@]+"${pytest_args[@]}"}
+    local unit=(-c bootstrap:enable:true unit-test lib/spack/spack/test/oci -p no:cacheprovider)
+    say "Spack $version: spack unit-test lib/spack/spack/test/oci (toggle python)"
+    (cd "$root" && env -u PYTHONDONTWRITEBYTECODE SPACK_PYTHON="$VENV/bin/python" \
+        PYTHONPYCACHEPREFIX="$spack_tmp/pycache" bin/spack "${unit[@]}")
+    say "Spack $version: spack unit-test lib/spack/spack/test/oci (dispatch active, as rust;" \
+        "without integration_test.py, whose mock registries live in Spack's own urlopen)"
+    (cd "$root" && env -u PYTHONDONTWRITEBYTECODE SPACK_PYTHON="$VENV/bin/python" \
+        PYTHONPATH="$ROOT/tests" PYTHONPYCACHEPREFIX="$spack_tmp/pycache" bin/spack "${unit[@]}" \
+        -p spack_unit_rust --ignore=lib/spack/spack/test/oci/integration_test.py)
+}
+
+run_spack_suites() {
+    local tarballs="${SPACK_OCI_RS_SPACK_TARBALLS:-$ROOT/../shared/spack}"
+    if [[ ! -f "$tarballs/SHA256SUMS" ]]; then
+        if [[ -n "${CI:-}" ]]; then
+            echo "error: no Spack trees at $tarballs (CI runs the Spack suites)" >&2
+            exit 1
+        fi
+        echo "note: no Spack trees at $tarballs: the Spack suites are not run" >&2
+        return 0
+    fi
+    (cd "$tarballs" && sha256sum --quiet -c SHA256SUMS)
+    spack_tmp="$(mktemp -d "${TMPDIR:-/tmp}/spack-oci-rs-trees.XXXXXX")"
+    trap 'rm -rf "$spack_tmp"' EXIT
+    local version
+    for version in "${SPACK_VERSIONS[@]}"; do
+        say "Spack $version: extracting $tarballs/spack-$version.tar.xz"
+        tar -xJf "$tarballs/spack-$version.tar.xz" -C "$spack_tmp"
+        spack_suite "$spack_tmp/spack-$version" "$version"
+    done
+}
+
+if [[ $run_python == 1 ]]; then
+    say "pytest (installed wheel)"
+    check_installed_module
+    ignore=()
+    if [[ $run_spack == 1 ]]; then
+        ignore=("${SPACK_TESTS[@]/#/--ignore=$ROOT/}")  # run below, once per Spack tree
+    fi
+    run_pytest "$ROOT/tests" "${ignore[@]}" ${pytest_args[@]+"${pytest_args[@]}"}
+    if [[ $run_spack == 1 ]]; then
+        run_spack_suites
+    fi
 fi

@@ -36,11 +36,12 @@ import importlib.abc
 import importlib.machinery
 import inspect
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["SCHEMA", "STATE", "backend", "spack_config", "status"]
+__all__ = ["SCHEMA", "STATE", "backend", "spack_config", "status", "toggle"]
 
 #: Spack series the dispatch was written for (read from each version's code): v1.0.x,
 #: v1.1.x and develop (1.2.0.dev0).
@@ -56,7 +57,13 @@ SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 #: What the plugin did in this process (``status()`` reports it).
-STATE: dict[str, Any] = {"loaded": False, "mode": None, "points": [], "disabled": None}
+STATE: dict[str, Any] = {
+    "loaded": False,
+    "mode": None,
+    "points": [],
+    "disabled": None,
+    "seconds": 0.0,  # spent in the entry point and in patching modules
+}
 
 _PASS = object()
 
@@ -73,11 +80,13 @@ def status() -> dict[str, Any]:
 
 def spack_config() -> None:
     """The ``spack.config`` entry point: install the dispatch; no config scope of its own."""
+    start = time.perf_counter()
     STATE["loaded"] = True
     try:
         _install()
     except Exception as e:  # never break Spack
         _disable(f"{type(e).__name__}: {e}")
+    STATE["seconds"] += time.perf_counter() - start
 
 
 def _install() -> None:
@@ -120,10 +129,9 @@ def _warn_if_rust() -> None:
         return
     STATE["warned"] = True
     try:
-        import spack.config
         import spack.llnl.util.tty as tty
 
-        if spack.config.get("config:oci_backend", "python") == "rust":
+        if toggle() == "rust":
             tty.warn(
                 f"spack-oci-rs is not active ({STATE['disabled']}); "
                 "Spack uses its own Python OCI backend"
@@ -132,15 +140,20 @@ def _warn_if_rust() -> None:
         pass
 
 
+def toggle() -> str:
+    """``config:oci_backend`` (``python`` when unset)."""
+    import spack.config
+
+    return str(spack.config.get("config:oci_backend", "python"))
+
+
 def backend() -> Any:
     """The engine's Spack adapter when the toggle is ``rust`` and the plugin is active."""
     if STATE["mode"] != "plugin":
         if STATE["mode"] == "disabled":
             _warn_if_rust()
         return None
-    import spack.config
-
-    if spack.config.get("config:oci_backend", "python") != "rust":
+    if toggle() != "rust":
         return None
     try:
         import spack_oci_rs.spack as adapter
@@ -388,14 +401,15 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
 
 
 def _patch(patcher: Callable[[Any], None], module: Any) -> None:
+    start = time.perf_counter()
     if STATE["mode"] == "plugin":
         try:
             patcher(module)
-            return
         except Exception as e:  # a changed internal: dispatch nothing at all
             _disable(f"{module.__name__}: {e}")
     if STATE["mode"] == "disabled" and module.__name__ == "spack.binary_distribution":
         _notice(module)
+    STATE["seconds"] += time.perf_counter() - start
 
 
 def _notice(bd: Any) -> None:

@@ -1,0 +1,74 @@
+"""The zero-patch plugin in a real, unmodified Spack tree (``$SPACK_ROOT``): which dispatch
+points it installs per version, what it costs Spack's start-up, and that a tree patched with
+``spack_patch/`` keeps its own dispatch (no double one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from spack_env import SpackEnv, require_spack
+from spack_oci_rs import patch
+
+_SPACK_ROOT = require_spack(__file__)
+_VERSION = patch.spack_version(_SPACK_ROOT)
+
+_STATUS = """
+import json, sys
+import spack_oci_rs_plugin as plugin
+import spack.binary_distribution, spack.fetch_strategy, spack.installer
+try:
+    import spack.new_installer
+except ImportError:
+    pass
+print(json.dumps({**plugin.status(), "toggle": plugin.toggle()}))
+"""
+
+_POINTS = [
+    "spack.binary_distribution.make_uploader",
+    "spack.binary_distribution._oci_update_index",
+    "spack.binary_distribution.get_index_fetcher",
+    "spack.binary_distribution.BinaryCacheIndex._fetch_and_cache_index",
+    "spack.binary_distribution.download_tarball",
+    "spack.fetch_strategy.OCIRegistryFetchStrategy.fetch",
+    "spack.installer.PackageInstaller._install",
+]
+
+
+def _status(env: SpackEnv, tmp_path: Path) -> dict[str, object]:
+    script = tmp_path / "status.py"
+    script.write_text(_STATUS)
+    out: dict[str, object] = json.loads(env.run("python", script).stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_dispatch_points_and_start_up_cost(tmp_path: Path) -> None:
+    env = SpackEnv.create(tmp_path / "spack", spack_root=_SPACK_ROOT)
+    env.run("config", "add", "config:oci_backend:rust")
+    status = _status(env, tmp_path)
+    assert status["mode"] == "plugin" and status["disabled"] is None, status
+    assert status["toggle"] == "rust" and status["spack_version"] == _VERSION
+    new_installer = [] if _VERSION.startswith("1.0.") else [
+        "spack.new_installer.PackageInstaller._installer"
+    ]  # fmt: skip
+    assert status["points"] == _POINTS + new_installer
+    seconds = float(status["seconds"])  # type: ignore[arg-type]
+    print(f"\nSpack {_VERSION}: plugin entry point + patching: {seconds * 1000:.1f} ms")
+    assert seconds < 0.05
+
+
+@pytest.mark.skipif(_VERSION not in patch.PATCHES, reason=f"no spack_patch/ for {_VERSION}")
+def test_patched_tree_keeps_its_own_dispatch(tmp_path: Path) -> None:
+    tree = tmp_path / "spack"
+    shutil.copytree(_SPACK_ROOT, tree, symlinks=True)
+    patch.apply(tree)
+    env = SpackEnv.create(tmp_path / "env", spack_root=tree)
+    env.run("config", "add", "config:oci_backend:rust")
+    status = _status(env, tmp_path)
+    assert status["mode"] == "patched" and status["points"] == [], status
