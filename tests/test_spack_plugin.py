@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -72,3 +73,23 @@ def test_patched_tree_keeps_its_own_dispatch(tmp_path: Path) -> None:
     env.run("config", "add", "config:oci_backend:rust")
     status = _status(env, tmp_path)
     assert status["mode"] == "patched" and status["points"] == [], status
+
+
+def test_doctor_spack(tmp_path: Path) -> None:
+    """``spack-oci-rs doctor --spack`` reports the plugin as the Spack's interpreter sees it."""
+    env = SpackEnv.create(tmp_path / "spack", spack_root=_SPACK_ROOT)
+    env.run("config", "add", "config:oci_backend:rust")
+    cli = [sys.executable, "-m", "spack_oci_rs", "doctor", "--spack", "--spack-root"]
+    proc = subprocess.run(
+        [*cli, str(_SPACK_ROOT), "--json"], env=env.environ(), capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["installed"] and data["mode"] == "plugin" and data["toggle"] == "rust"
+    assert data["spack_version"] == _VERSION and data["points"][0].endswith("make_uploader")
+    text = subprocess.run(
+        [*cli, str(_SPACK_ROOT)], env=env.environ(), capture_output=True, text=True,
+        timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "plugin       active" in text and "oci_backend  rust" in text, text

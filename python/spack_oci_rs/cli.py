@@ -74,7 +74,24 @@ def cmd_patch(args: argparse.Namespace) -> int:
     return patch.main(argv)
 
 
+def cmd_spack_doctor(args: argparse.Namespace) -> int:
+    from . import spack_doctor
+
+    try:
+        data = spack_doctor.report(spack_doctor.find_spack(args.spack_root))
+    except (spack_doctor.SpackNotFound, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    _out(args, data, spack_doctor.format_report(data))
+    return EXIT_OK if data.get("installed") and data.get("mode") != "disabled" else EXIT_FAIL
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.spack:
+        return cmd_spack_doctor(args)
+    if args.ref is None:
+        print("error: doctor needs a registry reference (or --spack)", file=sys.stderr)
+        return EXIT_USAGE
     ref = args.ref
     parsed = oci.parse_reference(ref)
     where = f"{parsed['domain']}/{parsed['name']}"
@@ -289,8 +306,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--spack-root", default=os.environ.get("SPACK_ROOT"))
     s.set_defaults(func=cmd_patch)
 
-    s = sub.add_parser("doctor", parents=[common], help="check a registry and repository")
-    s.add_argument("ref")
+    s = sub.add_parser(
+        "doctor", parents=[common], help="check a registry and repository, or a Spack (--spack)"
+    )
+    s.add_argument("ref", nargs="?")
+    s.add_argument(
+        "--spack", action="store_true", help="what the plugin does in the Spack on PATH"
+    )
+    s.add_argument("--spack-root", help="that Spack instead of the one on PATH")
     s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("tags", parents=[common], help="list tags")
