@@ -756,8 +756,10 @@ class SpackEnv:
             args.append("--unsigned")
         return self.run(*args, *extra, name, url)
 
-    def mirror_remove(self, name: str) -> SpackRun:
-        return self.run("mirror", "remove", name)
+    def mirror_remove(self, name: str, *, check: bool = True) -> SpackRun:
+        """``spack mirror remove --scope user NAME``: the scope named, because Spack develop
+        without it writes ``mirrors: {}`` into every scope, Spack's own tree included."""
+        return self.run("mirror", "remove", "--scope", "user", name, check=check)
 
     def push(
         self,

@@ -210,7 +210,7 @@ def test_backends_interoperate_and_agree(
     for backend, mirror in (("rust", "py"), ("python", "rs")):
         env.run("config", "add", f"config:oci_backend:{backend}")
         for m in ("py", "rs"):
-            env.run("mirror", "remove", m, check=False)
+            env.mirror_remove(m, check=False)
         env.mirror_add(mirror, registry.repo_url(py_repo if mirror == "py" else rs_repo))
         env.uninstall_all()
         env.clear_download_caches()
