@@ -48,7 +48,7 @@ done
 say() { printf '\n=== [%4ds] %s\n' "$SECONDS" "$*"; }
 
 #: The Spack test files of tests/, run once per Spack tree.
-SPACK_TESTS=(tests/test_spack_e2e.py tests/test_spack_plugin.py tests/test_tarball_spack.py)
+SPACK_TESTS=(tests/test_spack_e2e.py tests/test_spack_plugin.py tests/test_readme.py tests/test_tarball_spack.py)
 SPACK_VERSIONS=(v1.0.2 v1.1.0 develop)
 
 # The registry tests need these; as root on Debian/Ubuntu, install what is missing (CI's

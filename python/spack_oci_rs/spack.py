@@ -63,13 +63,14 @@ _PREFETCHED: dict[str, tuple[str, str]] = {}
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A bug of ours inside an engine call becomes one Spack error line naming spack-oci-rs
-    (Spack's own errors and the engine's registry errors pass as they are)."""
+    (Spack's own errors, those Spack expects from the function, e.g. ``FetchIndexError``, and
+    the engine's registry errors pass as they are)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (spack.error.SpackError, engine.OciError):
+        except (spack.error.SpackError, bindist.FetchIndexError, engine.OciError):
             raise
         except Exception as e:
             raise spack.error.SpackError(
