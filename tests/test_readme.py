@@ -23,12 +23,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from readme_walkthrough import shell_lines, walkthrough
 from spack_env import SpackEnv, require_spack, write_package
 from spack_oci_rs import patch
 
 _SPACK_ROOT = require_spack(__file__)
 _VERSION = patch.spack_version(_SPACK_ROOT)
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 _STAND_IN = '''\
 class ZlibNg(Package):
@@ -44,19 +44,6 @@ class ZlibNg(Package):
         with open(join_path(prefix, "lib", "libz-ng.txt"), "w") as f:
             f.write("installed at %s\\n" % prefix)
 '''
-
-
-def walkthrough(name: str, text: str | None = None) -> str:
-    """The fenced block after ``<!-- walkthrough:NAME -->`` in the README."""
-    text = README.read_text() if text is None else text
-    m = re.search(rf"<!-- walkthrough:{re.escape(name)} -->\s*```\w*\n(.*?)```", text, re.S)
-    assert m, f"README.md has no walkthrough:{name} block"
-    return m.group(1)
-
-
-def shell_lines(text: str | None = None) -> list[str]:
-    """The commands of the walkthrough (its ``$ `` lines, without the prompt)."""
-    return [line[2:] for line in walkthrough("shell", text).splitlines() if line.startswith("$ ")]
 
 
 def _port_free(port: int) -> bool:
