@@ -41,11 +41,6 @@ impl Digest {
         })
     }
 
-    /// Build from a hex string of a sha256 (64 hex characters).
-    pub fn from_sha256_hex(hex: &str) -> Result<Self, Error> {
-        Self::parse(&format!("sha256:{hex}"))
-    }
-
     /// sha256 of a byte slice.
     pub fn of_bytes(data: &[u8]) -> Self {
         Self::from_hasher(Sha256::new_with_prefix(data))

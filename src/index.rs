@@ -65,16 +65,16 @@ pub async fn index_configs(
     concurrency: usize,
     previous: Option<&HashMap<String, Digest>>,
 ) -> Result<IndexConfigs> {
-    let tags: Vec<String> = client
-        .list_tags(reference)
+    let repo = &client.repository(reference);
+    let tags: Vec<String> = repo
+        .list_tags()
         .await?
         .into_iter()
         .filter(|t| tag_is_spec(t))
         .collect();
     let spec_tags = tags.len();
     let tasks = tags.into_iter().map(|tag| async move {
-        let r = reference.with_tag(&tag);
-        let manifest = match client.get_manifest(&r).await {
+        let manifest = match repo.get_manifest(&tag).await {
             Ok(m) if m.is_index() => {
                 return Err(SkippedTag {
                     tag,
@@ -96,8 +96,8 @@ pub async fn index_configs(
             tag: tag.clone(),
             reason: e.to_string(),
         })?;
-        match client
-            .fetch_blob_bytes(&r, &desc.digest, crate::registry::MAX_MANIFEST_SIZE * 16)
+        match repo
+            .fetch_blob_bytes(&desc.digest, crate::registry::MAX_MANIFEST_SIZE * 16)
             .await
         {
             Ok(b) => Ok((tag, manifest.digest, Some(b))),
@@ -155,15 +155,15 @@ pub async fn upload_index(
     reference: &Reference,
     index_json: Bytes,
 ) -> Result<Digest> {
-    let target = reference.with_tag(INDEX_TAG);
+    let repo = client.repository(reference);
     let index_digest = Digest::of_bytes(&index_json);
     let index_size = index_json.len();
     let empty = Bytes::from_static(b"{}");
     let empty_digest = Digest::of_bytes(&empty);
     let (index_src, empty_src) = (BlobSource::Bytes(index_json), BlobSource::Bytes(empty));
     let (a, b) = tokio::join!(
-        client.upload_blob(&target, &index_src, &index_digest, false),
-        client.upload_blob(&target, &empty_src, &empty_digest, false),
+        repo.upload_blob(&index_src, &index_digest, false),
+        repo.upload_blob(&empty_src, &empty_digest, false),
     );
     a?;
     b?;
@@ -181,12 +181,11 @@ pub async fn upload_index(
             "size": index_size,
         }],
     });
-    let (digest, _) = client
+    let (digest, _) = repo
         .put_manifest(
-            &target,
+            Some(INDEX_TAG),
             Bytes::from(to_compact_json(&manifest)),
             media_types::OCI_MANIFEST,
-            false,
         )
         .await?;
     Ok(digest)
@@ -200,8 +199,9 @@ pub async fn fetch_index(
     reference: &Reference,
     known: Option<&Digest>,
 ) -> Result<Option<(Digest, Option<Bytes>)>> {
+    let repo = client.repository(reference);
     let target = reference.with_tag(INDEX_TAG);
-    let manifest = match client.get_manifest(&target).await {
+    let manifest = match repo.get_manifest(INDEX_TAG).await {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -212,8 +212,6 @@ pub async fn fetch_index(
     if known == Some(&layer.digest) {
         return Ok(Some((layer.digest, None)));
     }
-    let bytes = client
-        .fetch_blob_bytes(&target, &layer.digest, 1 << 30)
-        .await?;
+    let bytes = repo.fetch_blob_bytes(&layer.digest, 1 << 30).await?;
     Ok(Some((layer.digest, Some(bytes))))
 }

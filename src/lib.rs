@@ -3,10 +3,12 @@
 //! The core (everything outside `python`) is plain Rust, usable and tested without Python:
 //! - [`reference`]: image references and `oci://` mirror URLs, parsed as Spack parses them;
 //! - [`digest`]: sha256 digests and hashing writers;
-//! - [`transport`]: the HTTP client (TLS, auth, retries) on reqwest;
-//! - [`registry`]: registry operations (blobs, manifests, tags);
+//! - [`transport`]: the one request path (TLS, auth, limits, retries) on reqwest, no OCI verbs;
+//! - [`registry`]: a [`registry::Repository`] handle (`client.repository(&reference)`) with
+//!   the verbs (tags, blobs, uploads, manifests, copies) and the wire types;
 //! - [`tarball`]: Spack-identical build-cache tarballs;
-//! - [`push`] and [`index`]: whole push plans and build-cache indexes.
+//! - [`push`] (plan → layers → image) and [`index`]: whole push plans and build-cache
+//!   indexes.
 //!
 //! `python` is the thin PyO3 layer, compiled only with the `python` feature.
 

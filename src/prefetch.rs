@@ -29,7 +29,8 @@ pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
 }
 
 async fn prefetch_one(client: &Client, reference: &Reference, root: &Path) -> Result<Prefetched> {
-    let manifest = client.get_manifest(reference).await?;
+    let repo = &client.repository(reference);
+    let manifest = repo.get_manifest(&reference.tag_or_digest()).await?;
     if manifest.is_index() {
         return Err(crate::Error::invalid_response(format!(
             "{reference}: an image index, not a Spack image"
@@ -49,7 +50,7 @@ async fn prefetch_one(client: &Client, reference: &Reference, root: &Path) -> Re
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("creating", dir, &e))?;
         }
-        client.fetch_blob(reference, &d, &dest).await.map(|_| 1)
+        repo.fetch_blob(&d, &dest).await.map(|_| 1)
     };
     let (a, b) = tokio::join!(fetch(config.clone()), fetch(layer.clone()));
     Ok(Prefetched {

@@ -63,14 +63,15 @@ async fn ping(client: &Client, reference: &Reference) -> Result<(f64, String, St
 pub async fn probe(client: &Client, reference: &Reference) -> Result<Probe> {
     let (connect_ms, http_version, auth_scheme) = ping(client, reference).await?;
     let (rtt_ms, _, _) = ping(client, reference).await?;
-    let tags = client.list_tags(reference).await;
+    let repo = client.repository(reference);
+    let tags = repo.list_tags().await;
     let pull = tags
         .as_ref()
         .map(|t| format!("{} tags", t.len()))
         .map_err(Clone::clone);
     let push = async {
         let what = format!("opening an upload session in {}", reference.repository());
-        let loc = client.start_upload(reference, &what).await?;
+        let loc = repo.start_upload(&what).await?;
         let del = request(reference, Method::DELETE, loc.to_string(), true, &what);
         let _ = client.send_no_retry(&del).await;
         Ok::<_, Error>("allowed".to_string())
@@ -80,7 +81,7 @@ pub async fn probe(client: &Client, reference: &Reference) -> Result<Probe> {
     let mut range = None;
     let mut mount = None;
     if let Some(tag) = tags.ok().and_then(|t| t.into_iter().next()) {
-        if let Ok(m) = client.get_manifest(&reference.with_tag(&tag)).await {
+        if let Ok(m) = repo.get_manifest(&tag).await {
             if let Ok(cfg) = m.config() {
                 let what = format!("range request for {}", cfg.digest);
                 let req = request(
@@ -95,10 +96,7 @@ pub async fn probe(client: &Client, reference: &Reference) -> Result<Probe> {
                     range = Some(resp.status().as_u16() == 206);
                 }
                 if push.is_ok() {
-                    mount = client
-                        .mount_blob(reference, &cfg.digest, reference)
-                        .await
-                        .ok();
+                    mount = repo.mount_blob(&cfg.digest, reference).await.ok();
                 }
             }
         }

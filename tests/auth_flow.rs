@@ -167,7 +167,7 @@ fn concurrent_requests_fetch_one_token_per_scope() {
     let results = rt().block_on(async {
         let tasks = (0..24).map(|i| {
             let (c, r) = (client.clone(), reference.clone());
-            async move { c.blob_exists(&r, &digest(i)).await }
+            async move { c.repository(&r).blob_exists(&digest(i)).await }
         });
         futures_util::future::join_all(tasks).await
     });
@@ -199,14 +199,14 @@ fn a_rejected_token_is_refreshed_once_for_everyone() {
     let rt = rt();
     // Learn the challenge with one request: token 1 is good.
     assert!(rt
-        .block_on(client.blob_exists(&reference, &digest(0)))
+        .block_on(client.repository(&reference).blob_exists(&digest(0)))
         .unwrap());
     // From now on the registry rejects tokens 1..=1: the cached one is refused.
     fake.state.lock().unwrap().reject_first = 1;
     let results = rt.block_on(async {
         let tasks = (1..17).map(|i| {
             let (c, r) = (client.clone(), reference.clone());
-            async move { c.blob_exists(&r, &digest(i)).await }
+            async move { c.repository(&r).blob_exists(&digest(i)).await }
         });
         futures_util::future::join_all(tasks).await
     });
@@ -215,7 +215,7 @@ fn a_rejected_token_is_refreshed_once_for_everyone() {
     // Rejected again after the refresh: an authentication error, no loop.
     fake.state.lock().unwrap().reject_first = 1000;
     let err = rt
-        .block_on(client.blob_exists(&reference, &digest(99)))
+        .block_on(client.repository(&reference).blob_exists(&digest(99)))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Authentication);
     assert!(err.to_string().contains("org/cache"), "{err}");

@@ -70,26 +70,32 @@ fn blobs_roundtrip_and_verify() {
     rt().block_on(async {
         let data = Bytes::from_static(b"hello blob");
         let d = Digest::of_bytes(&data);
-        assert!(!c.blob_exists(&r, &d).await.unwrap());
+        assert!(!c.repository(&r).blob_exists(&d).await.unwrap());
         assert!(c
-            .upload_blob(&r, &BlobSource::Bytes(data.clone()), &d, false)
+            .repository(&r)
+            .upload_blob(&BlobSource::Bytes(data.clone()), &d, false)
             .await
             .unwrap());
-        assert!(c.blob_exists(&r, &d).await.unwrap());
+        assert!(c.repository(&r).blob_exists(&d).await.unwrap());
         // Present: not uploaded again.
         assert!(!c
-            .upload_blob(&r, &BlobSource::Bytes(data.clone()), &d, false)
+            .repository(&r)
+            .upload_blob(&BlobSource::Bytes(data.clone()), &d, false)
             .await
             .unwrap());
         let dest = dir.path().join("out");
-        let out = c.fetch_blob(&r, &d, &dest).await.unwrap();
+        let out = c.repository(&r).fetch_blob(&d, &dest).await.unwrap();
         assert_eq!(out.size, 10);
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello blob");
 
         // Missing blob: NotFound, nothing written, no temp file left.
         let missing = Digest::of_bytes(b"nope");
         let dest2 = dir.path().join("missing");
-        let e = c.fetch_blob(&r, &missing, &dest2).await.unwrap_err();
+        let e = c
+            .repository(&r)
+            .fetch_blob(&missing, &dest2)
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
         assert!(e.to_string().contains(&missing.to_string()), "{e}");
         assert!(!dest2.exists());
@@ -105,11 +111,12 @@ fn blobs_roundtrip_and_verify() {
         std::fs::write(&file, &big).unwrap();
         let bd = Digest::of_bytes(&big);
         assert!(c
-            .upload_blob(&r, &BlobSource::File(file.clone()), &bd, false)
+            .repository(&r)
+            .upload_blob(&BlobSource::File(file.clone()), &bd, false)
             .await
             .unwrap());
         let dest3 = dir.path().join("big.out");
-        c.fetch_blob(&r, &bd, &dest3).await.unwrap();
+        c.repository(&r).fetch_blob(&bd, &dest3).await.unwrap();
         assert_eq!(std::fs::read(&dest3).unwrap(), big);
     });
 }
@@ -124,8 +131,8 @@ fn digest_mismatch_on_upload_is_refused() {
     rt().block_on(async {
         let wrong = Digest::of_bytes(b"other");
         let e = c
+            .repository(&r)
             .upload_blob(
-                &r,
                 &BlobSource::Bytes(Bytes::from_static(b"data")),
                 &wrong,
                 true,
@@ -161,12 +168,15 @@ fn tags_pagination() {
         expected.push(t);
     }
     rt().block_on(async {
-        assert_eq!(c.list_tags(&r).await.unwrap(), expected);
+        assert_eq!(c.repository(&r).list_tags().await.unwrap(), expected);
         // Pages of 2: the registry sends Link headers, which must be followed.
-        assert_eq!(c.list_tags_paged(&r, Some(2)).await.unwrap(), expected);
+        assert_eq!(
+            c.repository(&r).list_tags_paged(Some(2)).await.unwrap(),
+            expected
+        );
         // A repository that does not exist has no tags.
         let none = Reference::parse(&reg.mirror_url("does-not-exist")).unwrap();
-        assert!(c.list_tags(&none).await.unwrap().is_empty());
+        assert!(c.repository(&none).list_tags().await.unwrap().is_empty());
     });
 }
 
@@ -241,7 +251,8 @@ fn push_plan_index_and_errors() {
         // The root image holds both layers, bottom first, and its config the diff ids and
         // checksum fields in place.
         let im = c
-            .get_manifest_and_config(&target.with_tag("root-1.0-roothash.spack"), "amd64", 0)
+            .repository(&target)
+            .get_manifest_and_config("root-1.0-roothash.spack", "amd64", 0)
             .await
             .unwrap();
         let layers = im.manifest.layers().unwrap();
@@ -314,7 +325,8 @@ fn push_plan_index_and_errors() {
             .unwrap();
         assert_eq!(fresh, (layer.clone(), None));
         let m = c
-            .get_manifest(&target.with_tag("index.spack"))
+            .repository(&target)
+            .get_manifest("index.spack")
             .await
             .unwrap();
         assert_eq!(m.digest, d);
@@ -355,8 +367,13 @@ fn tls_with_and_without_ca() {
     };
     let r = Reference::parse(&reg.mirror_url(&unique_repo("tls"))).unwrap();
     rt().block_on(async {
-        assert!(client_for(&reg).list_tags(&r).await.unwrap().is_empty());
-        let e = client().list_tags(&r).await.unwrap_err();
+        assert!(client_for(&reg)
+            .repository(&r)
+            .list_tags()
+            .await
+            .unwrap()
+            .is_empty());
+        let e = client().repository(&r).list_tags().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
         assert!(e.to_string().contains("ssl_certs"), "{e}");
         let o = ClientOptions {
@@ -365,7 +382,8 @@ fn tls_with_and_without_ca() {
         };
         assert!(Client::new(o)
             .unwrap()
-            .list_tags(&r)
+            .repository(&r)
+            .list_tags()
             .await
             .unwrap()
             .is_empty());
@@ -385,10 +403,11 @@ fn basic_auth() {
         let c = client_for(&reg);
         let d = Digest::of_bytes(b"x");
         assert!(c
-            .upload_blob(&r, &BlobSource::Bytes(Bytes::from_static(b"x")), &d, false)
+            .repository(&r)
+            .upload_blob(&BlobSource::Bytes(Bytes::from_static(b"x")), &d, false)
             .await
             .unwrap());
-        assert!(c.blob_exists(&r, &d).await.unwrap());
+        assert!(c.repository(&r).blob_exists(&d).await.unwrap());
 
         // No credentials: a clear error naming the registry and what to configure.
         let mut o = ClientOptions {
@@ -396,7 +415,7 @@ fn basic_auth() {
             ..ClientOptions::default()
         };
         let anon = Client::new(o.clone()).unwrap();
-        let e = anon.blob_exists(&r, &d).await.unwrap_err();
+        let e = anon.repository(&r).blob_exists(&d).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
         assert!(e.to_string().contains(&reg.host()), "{e}");
         assert!(e.to_string().contains("--oci-username-variable"), "{e}");
@@ -406,7 +425,7 @@ fn basic_auth() {
         creds.insert(reg.host(), Credentials::new("spack", "not-the-password"));
         o.credentials = std::sync::Arc::new(creds);
         let wrong = Client::new(o).unwrap();
-        let e = wrong.blob_exists(&r, &d).await.unwrap_err();
+        let e = wrong.repository(&r).blob_exists(&d).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Authentication, "{e}");
         assert!(!e.to_string().contains("not-the-password"));
         assert!(!e.to_string().contains(&password));
@@ -424,7 +443,7 @@ fn registry_down_and_bad_manifest() {
     // Not JSON under a manifest media type.
     reg.put_blob(&repo, b"x");
     rt().block_on(async {
-        let e = c.get_manifest(&r.with_tag("nothing")).await.unwrap_err();
+        let e = c.repository(&r).get_manifest("nothing").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert!(
             e.to_string()
@@ -434,7 +453,7 @@ fn registry_down_and_bad_manifest() {
     });
     reg.stop();
     rt().block_on(async {
-        let e = c.list_tags(&r).await.unwrap_err();
+        let e = c.repository(&r).list_tags().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
         assert!(e.to_string().contains("after 2 attempts"), "{e}");
     });

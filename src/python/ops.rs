@@ -57,7 +57,11 @@ fn list_tags(
 ) -> PyResult<Vec<String>> {
     let reference = parse_ref(py, r#ref)?;
     let c = client_for(py, client)?;
-    block_on(py, async move { c.list_tags(&reference).await })?.into_py_result(py)
+    block_on(
+        py,
+        async move { c.repository(&reference).list_tags().await },
+    )?
+    .into_py_result(py)
 }
 
 /// Whether the blob exists in the repository of `ref`.
@@ -72,7 +76,10 @@ fn blob_exists(
     let reference = parse_ref(py, r#ref)?;
     let digest = parse_digest(py, digest)?;
     let c = client_for(py, client)?;
-    block_on(py, async move { c.blob_exists(&reference, &digest).await })?.into_py_result(py)
+    block_on(py, async move {
+        c.repository(&reference).blob_exists(&digest).await
+    })?
+    .into_py_result(py)
 }
 
 /// Stream one blob to `dest`, verified; returns its size.
@@ -88,10 +95,9 @@ fn fetch_blob(
     let reference = parse_ref(py, r#ref)?;
     let digest = parse_digest(py, digest)?;
     let c = client_for(py, client)?;
-    let out = block_on(
-        py,
-        async move { c.fetch_blob(&reference, &digest, &dest).await },
-    )?;
+    let out = block_on(py, async move {
+        c.repository(&reference).fetch_blob(&digest, &dest).await
+    })?;
     out.map(|o| o.size).into_py_result(py)
 }
 
@@ -162,7 +168,7 @@ fn fetch_blobs_future(
                 let c = c.clone();
                 async move {
                     match p {
-                        Ok((r, d)) => c.fetch_blob(&r, &d, &dest).await,
+                        Ok((r, d)) => c.repository(&r).fetch_blob(&d, &dest).await,
                         Err(e) => Err(e),
                     }
                 }
@@ -242,7 +248,10 @@ fn upload_blob(
                     .map_err(|e| crate::Error::invalid_input(e.to_string()))??
             }
         };
-        let uploaded = c.upload_blob(&reference, &source, &digest, force).await?;
+        let uploaded = c
+            .repository(&reference)
+            .upload_blob(&source, &digest, force)
+            .await?;
         Ok::<_, crate::Error>((digest.to_string(), uploaded))
     })?;
     out.into_py_result(py)
@@ -281,7 +290,12 @@ fn upload_manifest(
     };
     let c = client_for(py, client)?;
     let out = block_on(py, async move {
-        c.put_manifest(&reference, Bytes::from(bytes), &media_type, !tag)
+        c.repository(&reference)
+            .put_manifest(
+                tag.then_some(reference.tag.as_str()),
+                Bytes::from(bytes),
+                &media_type,
+            )
             .await
     })?;
     out.map(|(d, s)| (d.to_string(), s)).into_py_result(py)
@@ -301,7 +315,9 @@ fn get_manifest_and_config(
     let c = client_for(py, client)?;
     let arch = architecture.to_string();
     let im = block_on(py, async move {
-        c.get_manifest_and_config(&reference, &arch, recurse).await
+        c.repository(&reference)
+            .get_manifest_and_config(&reference.tag_or_digest(), &arch, recurse)
+            .await
     })?
     .into_py_result(py)?;
     Ok((
@@ -325,7 +341,9 @@ fn copy_missing_layers(
     let c = client_for(py, client)?;
     let arch = architecture.to_string();
     let (m, cfg) = block_on(py, async move {
-        crate::push::copy_missing_layers(&c, &s, &d, &arch).await
+        c.repository(&d)
+            .copy_missing_layers(&c.repository(&s), &arch)
+            .await
     })?
     .into_py_result(py)?;
     Ok((from_value(py, &m)?, from_value(py, &cfg)?))
@@ -346,7 +364,7 @@ pub struct IndexConfigs {
 
 /// List tags and fetch the config of every spec tag concurrently.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
+#[pyo3(signature = (r#ref, *, concurrency = crate::index::DEFAULT_INDEX_CONCURRENCY, previous = None, client = None))]
 fn build_index(
     py: Python<'_>,
     r#ref: &str,
@@ -609,7 +627,7 @@ fn list_tags_async<'py>(
     let reference = parse_ref(py, r#ref)?;
     let c = client_for(py, client)?;
     future_into_py(py, async move {
-        let tags = c.list_tags(&reference).await;
+        let tags = c.repository(&reference).list_tags().await;
         Python::attach(|py| tags.into_py_result(py))
     })
 }
@@ -627,7 +645,7 @@ fn blob_exists_async<'py>(
     let digest = parse_digest(py, digest)?;
     let c = client_for(py, client)?;
     future_into_py(py, async move {
-        let found = c.blob_exists(&reference, &digest).await;
+        let found = c.repository(&reference).blob_exists(&digest).await;
         Python::attach(|py| found.into_py_result(py))
     })
 }
@@ -647,7 +665,8 @@ fn fetch_blob_async<'py>(
     let c = client_for(py, client)?;
     future_into_py(py, async move {
         let out = c
-            .fetch_blob(&reference, &digest, &dest)
+            .repository(&reference)
+            .fetch_blob(&digest, &dest)
             .await
             .map(|o| o.size);
         Python::attach(|py| out.into_py_result(py))
@@ -684,7 +703,10 @@ fn get_manifest_and_config_async<'py>(
     let c = client_for(py, client)?;
     let arch = architecture.to_string();
     future_into_py(py, async move {
-        let im = c.get_manifest_and_config(&reference, &arch, recurse).await;
+        let im = c
+            .repository(&reference)
+            .get_manifest_and_config(&reference.tag_or_digest(), &arch, recurse)
+            .await;
         Python::attach(|py| {
             let im = im.into_py_result(py)?;
             Ok((
@@ -697,7 +719,7 @@ fn get_manifest_and_config_async<'py>(
 
 /// Async `build_index`.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
+#[pyo3(signature = (r#ref, *, concurrency = crate::index::DEFAULT_INDEX_CONCURRENCY, previous = None, client = None))]
 fn build_index_async<'py>(
     py: Python<'py>,
     r#ref: &str,

@@ -1,254 +1,36 @@
-//! Manifests and indexes: fetch (with platform selection), upload, and image configs.
+//! Manifests and indexes: fetch (with platform selection and digest pinning), upload (naming
+//! the blobs a refused manifest lacks), and image configs.
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::Value;
 
+use super::wire::{
+    is_missing_blob_error, referenced_blobs, Descriptor, ImageManifest, LayerInfo, Manifest,
+    MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,
+};
+use super::Repository;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::media_types;
-use crate::reference::Reference;
-use crate::transport::{error_from_response, Body, Client};
+use crate::transport::{error_from_response, Body};
 
-/// Manifests and indexes larger than this are refused (the distribution spec's 4 MiB).
-pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
-/// Image configs larger than this are refused (Spack configs hold a spec; they are small).
-pub const MAX_CONFIG_SIZE: usize = 64 * 1024 * 1024;
-
-/// A fetched manifest or index, with its exact bytes.
-#[derive(Clone, Debug)]
-pub struct Manifest {
-    pub media_type: String,
-    pub digest: Digest,
-    pub bytes: Bytes,
-    pub json: Value,
-    /// The URL it was fetched from (for messages).
-    pub url: String,
-}
-
-/// A layer or config descriptor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-}
-
-/// An image manifest with its config, as Spack's `get_manifest_and_config` returns them.
-#[derive(Clone, Debug)]
-pub struct ImageManifest {
-    pub manifest: Manifest,
-    pub config: Value,
-    pub config_bytes: Bytes,
-}
-
-fn field<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a Value> {
-    v.get(key)
-        .ok_or_else(|| Error::invalid_response(format!("{what}: no \"{key}\" field")))
-}
-
-impl Descriptor {
-    pub fn from_json(v: &Value, what: &str) -> Result<Self> {
-        let media_type = field(v, "mediaType", what)?
-            .as_str()
-            .ok_or_else(|| Error::invalid_response(format!("{what}: mediaType is not a string")))?
-            .to_string();
-        let digest = field(v, "digest", what)?
-            .as_str()
-            .ok_or_else(|| Error::invalid_response(format!("{what}: digest is not a string")))?;
-        // A malformed digest here is the registry's fault, not the caller's.
-        let digest = Digest::parse(digest)
-            .map_err(|e| Error::invalid_response(format!("{what}: {}", e.message())))?;
-        let size = field(v, "size", what)?
-            .as_u64()
-            .ok_or_else(|| Error::invalid_response(format!("{what}: size is not a number")))?;
-        Ok(Self {
-            media_type,
-            digest,
-            size,
-        })
-    }
-}
-
-impl Manifest {
-    /// The config descriptor of an image manifest.
-    pub fn config(&self) -> Result<Descriptor> {
-        let what = self.describe();
-        Descriptor::from_json(
-            field(&self.json, "config", &what)?,
-            &format!("{what} config"),
-        )
-    }
-
-    /// The layer descriptors of an image manifest.
-    pub fn layers(&self) -> Result<Vec<Descriptor>> {
-        let what = self.describe();
-        field(&self.json, "layers", &what)?
-            .as_array()
-            .ok_or_else(|| Error::invalid_response(format!("{what}: layers is not a list")))?
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Descriptor::from_json(l, &format!("{what} layer {i}")))
-            .collect()
-    }
-
-    pub fn is_index(&self) -> bool {
-        media_types::is_index(&self.media_type)
-    }
-
-    fn describe(&self) -> String {
-        if self.url.is_empty() {
-            format!("manifest {}", self.digest)
-        } else {
-            format!("manifest {} from {}", self.digest, self.url)
-        }
-    }
-}
-
-/// Whether a manifest PUT was refused because the registry lacks a blob it refers to.
-pub fn is_missing_blob_error(e: &Error) -> bool {
-    e.has_code("BLOB_UNKNOWN") || e.has_code("MANIFEST_BLOB_UNKNOWN")
-}
-
-/// The blobs an image manifest (or index: none) refers to: config first, then layers, each
-/// with a label for messages ("config", "layer 2 of 3").
-pub fn referenced_blobs(json: &Value) -> Vec<(String, Digest)> {
-    let mut out = Vec::new();
-    if let Some(d) = json
-        .pointer("/config/digest")
-        .and_then(Value::as_str)
-        .and_then(|d| Digest::parse(d).ok())
-    {
-        out.push(("config".to_string(), d));
-    }
-    if let Some(layers) = json.get("layers").and_then(Value::as_array) {
-        let n = layers.len();
-        for (i, l) in layers.iter().enumerate() {
-            if let Some(d) = l
-                .get("digest")
-                .and_then(Value::as_str)
-                .and_then(|d| Digest::parse(d).ok())
-            {
-                out.push((format!("layer {} of {n}", i + 1), d));
-            }
-        }
-    }
-    out
-}
-
-/// Compact JSON exactly as Python's `json.dumps(obj, separators=(",", ":"))`: key order kept,
-/// non-ASCII and DEL escaped as `\uXXXX`.
-pub fn to_compact_json(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    write_json(value, &mut out);
-    out
-}
-
-fn write_json(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-                out.extend_from_slice(python_float_repr(f).as_bytes());
-            } else {
-                out.extend_from_slice(n.to_string().as_bytes());
-            }
-        }
-        Value::String(s) => write_json_string(s, out),
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(v, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(m) => {
-            out.push(b'{');
-            for (i, (k, v)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_string(k, out);
-                out.push(b':');
-                write_json(v, out);
-            }
-            out.push(b'}');
-        }
-    }
-}
-
-fn python_float_repr(f: f64) -> String {
-    if f.is_nan() {
-        "NaN".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        }
-    } else if f.fract() == 0.0 && f.abs() < 1e16 {
-        format!("{f:.1}")
-    } else {
-        // Shortest round-trip representation, like Python's repr.
-        let s = format!("{f:e}");
-        let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let exp: i32 = exp.parse().unwrap_or(0);
-        if (-5..16).contains(&exp) {
-            format!("{f}")
-        } else {
-            let sign = if exp < 0 { "-" } else { "+" };
-            format!("{mant}e{sign}{:02}", exp.abs())
-        }
-    }
-}
-
-fn write_json_string(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            ' '..='~' => out.push(c as u8),
-            _ => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    out.extend_from_slice(format!("\\u{unit:04x}").as_bytes());
-                }
-            }
-        }
-    }
-    out.push(b'"');
-}
-
-impl Client {
-    /// GET a manifest or index by tag or digest (the reference's digest wins), verified
-    /// against the digest when pinned.
-    pub async fn get_manifest(&self, reference: &Reference) -> Result<Manifest> {
+impl Repository {
+    /// GET a manifest or index by tag or digest (`sha256:…`), verified against the digest
+    /// when it is one.
+    pub async fn get_manifest(&self, tag_or_digest: &str) -> Result<Manifest> {
+        let reference = &self.target(tag_or_digest)?;
         let what = format!("fetching manifest {reference}");
-        let req = super::request(
-            reference,
-            Method::GET,
-            reference.manifest_url(),
-            false,
-            &what,
-        )
-        .header(ACCEPT, &media_types::accept_all());
+        let req = self
+            .request(Method::GET, reference.manifest_url(), false, &what)
+            .header(ACCEPT, &media_types::accept_all());
         let url = req.url.clone();
         // Body problems name the URL: a proxy in the way is the usual cause.
         let at = format!("{what} from {url}");
-        let mut retrier = self.retrier();
+        let mut retrier = self.client.retrier();
         let (content_type, bytes) = loop {
-            let resp = self.send_with(&req, &mut retrier).await?;
+            let resp = self.client.send_with(&req, &mut retrier).await?;
             if resp.status().as_u16() != 200 {
                 return Err(error_from_response(resp, &what).await);
             }
@@ -301,22 +83,17 @@ impl Client {
         })
     }
 
-    /// PUT a manifest (exact bytes) under the reference's tag, or under its digest when
-    /// `by_digest`. Returns the digest and size.
+    /// PUT a manifest (exact bytes) under `tag`, or under its own digest when `tag` is
+    /// `None`. Returns the digest and size.
     pub async fn put_manifest(
         &self,
-        reference: &Reference,
+        tag: Option<&str>,
         bytes: Bytes,
         media_type: &str,
-        by_digest: bool,
     ) -> Result<(Digest, u64)> {
         let digest = Digest::of_bytes(&bytes);
-        let target = if by_digest {
-            digest.to_string()
-        } else {
-            reference.tag.clone()
-        };
-        let what = format!("uploading manifest {}:{target}", reference.repository());
+        let target = tag.map_or_else(|| digest.to_string(), str::to_string);
+        let what = format!("uploading manifest {}:{target}", self.name());
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(Error::invalid_input(format!(
                 "{what}: manifest of {} bytes exceeds {MAX_MANIFEST_SIZE}",
@@ -324,20 +101,20 @@ impl Client {
             )));
         }
         let size = bytes.len() as u64;
-        let req = super::request(
-            reference,
-            Method::PUT,
-            reference.manifest_url_for(&target),
-            true,
-            &what,
-        )
-        .header(CONTENT_TYPE, media_type)
-        .body(Body::Bytes(bytes));
-        let resp = self.send(&req).await?;
+        let req = self
+            .request(
+                Method::PUT,
+                self.reference.manifest_url_for(&target),
+                true,
+                &what,
+            )
+            .header(CONTENT_TYPE, media_type)
+            .body(Body::Bytes(bytes));
+        let resp = self.client.send(&req).await?;
         if resp.status().as_u16() != 201 {
             let err = error_from_response(resp, &what).await;
             if is_missing_blob_error(&err) {
-                return Err(self.name_missing_blobs(reference, &req, err).await);
+                return Err(self.name_missing_blobs(&req, err).await);
             }
             return Err(err);
         }
@@ -346,21 +123,13 @@ impl Client {
 
     /// The error of a manifest PUT refused for a missing blob, saying which blobs the
     /// repository lacks (checked with HEAD; the registry's own detail otherwise).
-    async fn name_missing_blobs(
-        &self,
-        reference: &Reference,
-        req: &crate::transport::Request,
-        err: Error,
-    ) -> Error {
+    async fn name_missing_blobs(&self, req: &crate::transport::Request, err: Error) -> Error {
         let json = match &req.body {
             Body::Bytes(b) => serde_json::from_slice::<Value>(b).ok(),
             _ => None,
         };
         let missing = match json {
-            Some(json) => self
-                .missing_blobs(reference, &json)
-                .await
-                .unwrap_or_default(),
+            Some(json) => self.missing_blobs(&json).await.unwrap_or_default(),
             None => Vec::new(),
         };
         let named = if missing.is_empty() {
@@ -382,18 +151,14 @@ impl Client {
         ))
     }
 
-    /// The blobs `manifest` refers to that the repository of `reference` lacks (HEAD each,
-    /// a few at a time), labelled as by [`referenced_blobs`].
-    pub async fn missing_blobs(
-        &self,
-        reference: &Reference,
-        manifest: &Value,
-    ) -> Result<Vec<(String, Digest)>> {
+    /// The blobs `manifest` refers to that this repository lacks (HEAD each, a few at a
+    /// time), labelled as by [`referenced_blobs`].
+    pub async fn missing_blobs(&self, manifest: &Value) -> Result<Vec<(String, Digest)>> {
         use futures_util::stream::{self, StreamExt, TryStreamExt};
         let blobs = referenced_blobs(manifest);
         let found: Vec<Option<(String, Digest)>> =
             stream::iter(blobs.into_iter().map(|(label, d)| async move {
-                let exists = self.blob_exists(reference, &d).await?;
+                let exists = self.blob_exists(&d).await?;
                 Ok::<_, Error>((!exists).then_some((label, d)))
             }))
             .buffered(8)
@@ -406,14 +171,14 @@ impl Client {
     /// entry for `architecture` (at most `recurse` levels), then fetch and verify its config.
     pub async fn get_manifest_and_config(
         &self,
-        reference: &Reference,
+        tag_or_digest: &str,
         architecture: &str,
         recurse: u32,
     ) -> Result<ImageManifest> {
-        let mut reference = reference.clone();
+        let mut reference = self.target(tag_or_digest)?;
         let mut depth = recurse;
         let manifest = loop {
-            let m = self.get_manifest(&reference).await?;
+            let m = self.get_manifest(&reference.tag_or_digest()).await?;
             if !m.is_index() {
                 break m;
             }
@@ -447,7 +212,7 @@ impl Client {
         };
         let config_desc = manifest.config()?;
         let config_bytes = self
-            .fetch_blob_bytes(&reference, &config_desc.digest, MAX_CONFIG_SIZE)
+            .fetch_blob_bytes(&config_desc.digest, MAX_CONFIG_SIZE)
             .await?;
         let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
             Error::invalid_response(format!(
@@ -461,23 +226,28 @@ impl Client {
             config_bytes,
         })
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compact_json_like_python() {
-        let v: Value = serde_json::from_str(
-            r#"{"b":1,"a":[true,null,"x\u00e9\ud83d\ude00\u007f\n\"\\"],"f":1.5,"g":2.0,"h":1e20,"i":1e-7}"#,
-        )
-        .unwrap();
-        let s = String::from_utf8(to_compact_json(&v)).unwrap();
-        // json.dumps(..., separators=(",", ":")) gives exactly this:
-        assert_eq!(
-            s,
-            r#"{"b":1,"a":[true,null,"x\u00e9\ud83d\ude00\u007f\n\"\\"],"f":1.5,"g":2.0,"h":1e+20,"i":1e-07}"#
-        );
+    /// Spack's `_oci_get_blob_info`: the last layer of the image tagged `tag` and its
+    /// diff_id.
+    pub async fn blob_info(&self, tag: &str) -> Result<LayerInfo> {
+        let reference = self.reference.with_tag(tag);
+        let im = self.get_manifest_and_config(tag, "amd64", 3).await?;
+        let layer = im.manifest.layers()?.pop().ok_or_else(|| {
+            Error::invalid_response(format!("{reference}: manifest has no layers"))
+        })?;
+        let diff_id = im
+            .config
+            .pointer("/rootfs/diff_ids")
+            .and_then(Value::as_array)
+            .and_then(|a| a.last())
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                Error::invalid_response(format!("{reference}: config has no rootfs.diff_ids"))
+            })?;
+        Ok(LayerInfo {
+            digest: layer.digest,
+            diff_id: Digest::parse(diff_id)?,
+            size: layer.size,
+        })
     }
 }

@@ -2,10 +2,9 @@
 
 use reqwest::Method;
 
-use crate::error::{ErrorKind, Result};
-use crate::reference::Reference;
-use crate::transport::{error_from_response, Client};
-use crate::Error;
+use super::Repository;
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::error_from_response;
 
 /// Tag lists are capped at this size per page.
 pub const MAX_TAG_PAGE: usize = 16 * 1024 * 1024;
@@ -37,20 +36,17 @@ pub fn parse_link_next(header: &str) -> Option<String> {
     None
 }
 
-impl Client {
+impl Repository {
     /// All tags of a repository, sorted, following pagination. A repository that does not
     /// exist yet has no tags.
-    pub async fn list_tags(&self, reference: &Reference) -> Result<Vec<String>> {
-        self.list_tags_paged(reference, None).await
+    pub async fn list_tags(&self) -> Result<Vec<String>> {
+        self.list_tags_paged(None).await
     }
 
-    /// [`Client::list_tags`] asking for pages of `page_size` tags (`?n=`); the registry may
+    /// [`Repository::list_tags`] asking for pages of `page_size` tags (`?n=`); the registry may
     /// paginate on its own either way.
-    pub async fn list_tags_paged(
-        &self,
-        reference: &Reference,
-        page_size: Option<usize>,
-    ) -> Result<Vec<String>> {
+    pub async fn list_tags_paged(&self, page_size: Option<usize>) -> Result<Vec<String>> {
+        let reference = &self.reference;
         let what = format!("listing tags of {}", reference.repository());
         let mut url = reference.tags_url();
         if let Some(n) = page_size {
@@ -58,8 +54,8 @@ impl Client {
         }
         let mut tags = std::collections::BTreeSet::new();
         for _page in 0..100_000 {
-            let req = super::request(reference, Method::GET, url.clone(), false, &what);
-            let resp = self.send(&req).await?;
+            let req = self.request(Method::GET, url.clone(), false, &what);
+            let resp = self.client.send(&req).await?;
             if resp.status().as_u16() != 200 {
                 let err = error_from_response(resp, &what).await;
                 if err.kind() == ErrorKind::NotFound && err.has_code("NAME_UNKNOWN") {
@@ -76,7 +72,7 @@ impl Client {
             let Some(next) = link.as_deref().and_then(parse_link_next) else {
                 break;
             };
-            let next_url = super::resolve_location(reference, &next)?;
+            let next_url = self.resolve(&next)?;
             // Never follow a link that would downgrade https to http.
             if next_url.scheme() != reference.scheme.as_str() {
                 break;

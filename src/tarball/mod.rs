@@ -19,10 +19,13 @@
 //! or fail).
 
 mod gzip;
+mod hash;
 mod header;
 mod names;
 mod relocation;
 mod walk;
+
+pub use hash::hash_tarball;
 
 use std::fs::File;
 use std::io::{self, Read, Write};

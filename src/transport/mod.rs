@@ -270,7 +270,7 @@ impl Client {
     }
 
     /// [`Client::send`] as part of a larger operation whose retries `retrier` counts.
-    pub async fn send_with(&self, req: &Request, retrier: &mut Retrier) -> Result<Response> {
+    pub(crate) async fn send_with(&self, req: &Request, retrier: &mut Retrier) -> Result<Response> {
         loop {
             let err = match self.send_authenticated(req).await {
                 Ok(resp) if is_retryable_status(resp.status().as_u16()) => {
@@ -493,13 +493,13 @@ impl Client {
 
     /// One attempt (with re-authentication), no retries: for requests that must not be
     /// repeated as they are, such as the PUT closing an upload session.
-    pub async fn send_no_retry(&self, req: &Request) -> Result<Response> {
+    pub(crate) async fn send_no_retry(&self, req: &Request) -> Result<Response> {
         self.send_authenticated(req).await
     }
 
     /// One attempt with a streaming body that cannot be replayed. The token for the
     /// request's scopes must already be known (an earlier request of the same upload got it).
-    pub async fn send_stream(&self, req: &Request, body: reqwest::Body) -> Result<Response> {
+    pub(crate) async fn send_stream(&self, req: &Request, body: reqwest::Body) -> Result<Response> {
         let header = self.auth_header(req).await?;
         let resp = self
             .send_once_with(req, header.as_deref(), Some(body))

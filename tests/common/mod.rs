@@ -646,8 +646,8 @@ application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// A rustls client config trusting only `ca_pem` (ring provider; no process default needed).
 pub fn rustls_config(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots
@@ -694,7 +694,7 @@ pub fn raw_http(
 
     let mut raw = Vec::new();
     if let Some(ca) = ca_pem {
-        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let conn = rustls::ClientConnection::new(rustls_config(ca), name)
             .map_err(|e| format!("tls: {e}"))?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
