@@ -47,8 +47,11 @@ done
 
 say() { printf '\n=== [%4ds] %s\n' "$SECONDS" "$*"; }
 
-#: The Spack test files of tests/, run once per Spack tree.
-SPACK_TESTS=(tests/test_spack_e2e.py tests/test_spack_plugin.py tests/test_readme.py tests/test_tarball_spack.py)
+#: The Spack test files of tests/, run once per Spack tree (the harness's own tests, which
+#: document Spack 1.1's Python backend, on v1.1.0 only).
+SPACK_TESTS=(tests/test_spack_e2e.py tests/test_spack_plugin.py tests/test_readme.py
+    tests/test_tarball_spack.py tests/test_patch.py)
+HARNESS_TESTS=(tests/test_spack_harness.py)
 SPACK_VERSIONS=(v1.0.2 v1.1.0 develop)
 
 # The registry tests need these; as root on Debian/Ubuntu, install what is missing (CI's
@@ -137,19 +140,22 @@ run_pytest() {
 
 # One Spack tree: the Spack test files of tests/, then Spack's own OCI unit tests twice.
 spack_suite() {
-    local root="$1" version="$2"
-    say "Spack $version: ${SPACK_TESTS[*]} (SPACK_ROOT=$root)"
+    local root="$1" version="$2" tests=("${SPACK_TESTS[@]}")
+    [[ $version == v1.1.0 ]] && tests+=("${HARNESS_TESTS[@]}")
+    say "Spack $version: ${tests[*]} (SPACK_ROOT=$root)"
     SPACK_ROOT="$root" SPACK_PYTHON="$VENV/bin/python" SPACK_OCI_RS_REQUIRE_SPACK=1 \
-        run_pytest "${SPACK_TESTS[@]/#/$ROOT/}" -p no:cacheprovider ${pytest_args[@]+"${pytest_args[@]}"}
-    local unit=(-c bootstrap:enable:true unit-test lib/spack/spack/test/oci -p no:cacheprovider)
+        run_pytest "${tests[@]/#/$ROOT/}" -p no:cacheprovider ${pytest_args[@]+"${pytest_args[@]}"}
+    # Spack's unit tests in an isolated config (tests/spack_env.py: no builtin repository to
+    # clone, caches in the temp dir); they need bootstrapping on (clingo is importable).
+    local exports unit=(-c bootstrap:enable:true unit-test lib/spack/spack/test/oci -p no:cacheprovider)
+    exports="$(SPACK_ROOT="$root" SPACK_PYTHON="$VENV/bin/python" \
+        "$VENV/bin/python" "$ROOT/tests/spack_env.py" "$spack_tmp/unit-$version" | grep '^export ')"
     say "Spack $version: spack unit-test lib/spack/spack/test/oci (toggle python)"
-    (cd "$root" && env -u PYTHONDONTWRITEBYTECODE SPACK_PYTHON="$VENV/bin/python" \
-        PYTHONPYCACHEPREFIX="$spack_tmp/pycache" bin/spack "${unit[@]}")
+    (eval "$exports" && cd "$root" && env -u PYTHONDONTWRITEBYTECODE bin/spack "${unit[@]}")
     say "Spack $version: spack unit-test lib/spack/spack/test/oci (dispatch active, as rust;" \
         "without integration_test.py, whose mock registries live in Spack's own urlopen)"
-    (cd "$root" && env -u PYTHONDONTWRITEBYTECODE SPACK_PYTHON="$VENV/bin/python" \
-        PYTHONPATH="$ROOT/tests" PYTHONPYCACHEPREFIX="$spack_tmp/pycache" bin/spack "${unit[@]}" \
-        -p spack_unit_rust --ignore=lib/spack/spack/test/oci/integration_test.py)
+    (eval "$exports" && cd "$root" && env -u PYTHONDONTWRITEBYTECODE PYTHONPATH="$ROOT/tests" \
+        bin/spack "${unit[@]}" -p spack_unit_rust --ignore=lib/spack/spack/test/oci/integration_test.py)
 }
 
 run_spack_suites() {
@@ -178,7 +184,7 @@ if [[ $run_python == 1 ]]; then
     check_installed_module
     ignore=()
     if [[ $run_spack == 1 ]]; then
-        ignore=("${SPACK_TESTS[@]/#/--ignore=$ROOT/}")  # run below, once per Spack tree
+        ignore=("${SPACK_TESTS[@]/#/--ignore=$ROOT/}" "${HARNESS_TESTS[@]/#/--ignore=$ROOT/}")
     fi
     run_pytest "$ROOT/tests" "${ignore[@]}" ${pytest_args[@]+"${pytest_args[@]}"}
     if [[ $run_spack == 1 ]]; then

@@ -320,3 +320,22 @@ def test_mirror_credentials(
     assert bad.returncode != 0
     assert reg.host in bad.stderr and "not-the-password" not in bad.stdout + bad.stderr
     assert reg.password not in bad.stdout + bad.stderr
+
+
+@pytest.mark.skipif(_VERSION.startswith("1.0."), reason="Spack 1.0 has no config:installer:new")
+def test_new_installer_prefetches(
+    cache_registry: Registry, spack_tree: Path, tmp_path: Path, repo_name: str
+) -> None:
+    """``config:installer:new`` (v1.1, develop) skips ``PackageInstaller._install``: the
+    plugin's prefetch runs from the new installer too (its ``-d`` line counts the blobs)."""
+    env = make_env(tmp_path / "spack", spack_tree, cache_registry)
+    env.install(ROOT)
+    before = check_installed(env)
+    env.mirror_add("oci", cache_registry.repo_url(repo_name))
+    env.push("oci", ROOT, update_index=True)
+    env.uninstall_all()
+    env.clear_download_caches()
+    # The new installer polls stdin: give it a pipe (input=""), not /dev/null.
+    out = env.run("-c", "config:installer:new", "-d", "install", ROOT, input="")
+    assert "spack_oci_rs: prefetched 6 blobs for 3 specs" in out.stdout + out.stderr, out.stdout
+    assert check_installed(env) == before
