@@ -93,3 +93,33 @@ def test_doctor_spack(tmp_path: Path) -> None:
         timeout=120, check=True,
     ).stdout  # fmt: skip
     assert "plugin       active" in text and "oci_backend  rust" in text, text
+
+
+_BUG = """
+import spack.error
+import spack_oci_rs
+import spack_oci_rs.spack as adapter
+
+def bug(*args, **kwargs):
+    raise TypeError("simulated bug")
+
+spack_oci_rs.fetch_index = bug
+fetcher = adapter.RustOCIIndexFetcher(type("M", (), {"url": "oci://127.0.0.1:9/x"})(), None)
+try:
+    fetcher.conditional_fetch()
+except spack.error.SpackError as e:
+    print("SPACK-ERROR", e.message, "|", e.long_message)
+"""
+
+
+def test_internal_error_is_one_spack_error(tmp_path: Path) -> None:
+    """A bug of ours inside an engine call surfaces as a Spack error naming spack-oci-rs (and
+    how to get around it), not as a bare TypeError."""
+    env = SpackEnv.create(tmp_path / "spack", spack_root=_SPACK_ROOT)
+    script = tmp_path / "bug.py"
+    script.write_text(_BUG)
+    out = env.run("python", script).stdout
+    assert (
+        "SPACK-ERROR spack-oci-rs: internal error in RustOCIIndexFetcher.conditional_fetch:" in out
+    )
+    assert "TypeError: simulated bug" in out and "oci_backend:python" in out, out
