@@ -2,6 +2,7 @@
 //! Spack writes them, and their upload (re-uploading blobs a registry lost meanwhile).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -58,7 +59,7 @@ pub(super) struct Reupload<'a> {
     pub(super) sources: HashMap<Digest, &'a LayerSource>,
     pub(super) base_image: Option<&'a Repository>,
     pub(super) options: &'a PushOptions,
-    pub(super) jobs: &'a Semaphore,
+    pub(super) jobs: &'a Arc<Semaphore>,
 }
 
 /// Compose the config and manifest of one item (Spack's `_oci_put_manifest`) and upload both.
