@@ -205,6 +205,14 @@ impl Error {
         self.cause
     }
 
+    /// The same error as if no retries had been spent on it (for "may a later try
+    /// succeed?").
+    #[must_use]
+    pub fn retried_again(mut self) -> Self {
+        self.exhausted = false;
+        self
+    }
+
     /// Whether retries were already spent on this error.
     pub fn is_exhausted(&self) -> bool {
         self.exhausted

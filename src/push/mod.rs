@@ -234,12 +234,21 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         .collect();
     let mut layers: HashMap<String, LayerInfo> = known_layers;
 
-    // (1) What exists already.
+    // (0) Local before remote: an item whose tarball or prefix cannot be read fails now,
+    // and sends no request.
     let mut skipped = vec![false; items.len()];
-    if !options.force {
+    for (i, item) in items.iter().enumerate() {
+        if let Err(e) = item.layer.as_ref().map_or(Ok(()), plan::check_local) {
+            skipped[i] = true;
+            slots[i].status = ItemStatus::Failed;
+            slots[i].error = Some(e);
+        }
+    }
+    // (1) What exists already.
+    if !options.force && skipped.iter().any(|s| !*s) {
         let existing = existing_layers(&target, &items).await;
         for (i, found) in existing.into_iter().enumerate() {
-            if let Some(info) = found {
+            if let Some(info) = found.filter(|_| !skipped[i]) {
                 skipped[i] = true;
                 slots[i].status = ItemStatus::Skipped;
                 slots[i].layer = Some(info.clone());

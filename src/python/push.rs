@@ -19,6 +19,7 @@ use crate::push::{
     PushOptions, PushPlan,
 };
 use crate::tarball::{RelocationLists, TarballOptions};
+use crate::transport::limits::StatsSnapshot;
 
 /// One image to push: its tag, its layer (a finished tarball or an install prefix to
 /// archive) and what goes into its config and manifest.
@@ -135,6 +136,12 @@ pub struct PushResult {
     relocate_textfiles: Option<Vec<String>>,
     error: Option<Py<PyAny>>,
     seconds: f64,
+    /// Push-wide (the same on every result of one push): requests the registry refused with
+    /// 429/503, seconds spent waiting for it, uploads continued from an offset, retries.
+    throttled: u64,
+    throttle_wait: f64,
+    resumed: u64,
+    retries: u64,
 }
 
 #[pymethods]
@@ -271,7 +278,7 @@ fn push(
         compression,
     )?;
     let c = client_for(py, client)?;
-    let results = block_on(py, async move { core::push(&c, plan).await })?;
+    let results = block_on(py, push_counted(c, plan))?;
     Ok(to_results(py, results))
 }
 
@@ -324,7 +331,7 @@ fn push_async<'py>(
     )?;
     let c = client_for(py, client)?;
     super::runtime::future_into_py(py, async move {
-        let results = core::push(&c, plan).await;
+        let results = push_counted(c, plan).await;
         Ok(Python::attach(|py| to_results(py, results)))
     })
 }
@@ -438,10 +445,27 @@ fn build_plan(
     })
 }
 
-fn to_results(py: Python<'_>, results: Vec<core::ItemResult>) -> Vec<PushResult> {
+/// Run a push, with what rate limiting and interruptions cost it.
+async fn push_counted(
+    c: crate::transport::Client,
+    plan: PushPlan,
+) -> (Vec<core::ItemResult>, StatsSnapshot) {
+    let before = c.stats();
+    let results = core::push(&c, plan).await;
+    (results, c.stats().since(&before))
+}
+
+fn to_results(
+    py: Python<'_>,
+    (results, stats): (Vec<core::ItemResult>, StatsSnapshot),
+) -> Vec<PushResult> {
     results
         .into_iter()
         .map(|r| PushResult {
+            throttled: stats.throttled,
+            throttle_wait: stats.waited.as_secs_f64(),
+            resumed: stats.resumed,
+            retries: stats.retried,
             status: r.status.as_str().to_string(),
             manifest_digest: r.manifest_digest.as_ref().map(Digest::to_string),
             manifest_size: r.manifest_size,

@@ -59,18 +59,16 @@ struct Upload {
     digest: Option<Digest>,
 }
 
-/// An upload-session request refused with a bare 404 is a session the registry lost.
+/// An upload-session request answered 404 (bare, `BLOB_UPLOAD_UNKNOWN`, or distribution's
+/// `BLOB_UPLOAD_INVALID` for a session URL it can no longer continue) is a lost session.
 fn session_error(mut err: Error) -> Error {
-    if err.status() == Some(404) && err.codes().is_empty() {
-        err = Error::http(
-            err.kind(),
-            err.message().to_string(),
-            404,
-            vec![RegistryCode {
-                code: "BLOB_UPLOAD_UNKNOWN".into(),
-                message: String::new(),
-            }],
-        );
+    if err.status() == Some(404) && !err.has_code("BLOB_UPLOAD_UNKNOWN") {
+        let mut codes = err.codes().to_vec();
+        codes.push(RegistryCode {
+            code: "BLOB_UPLOAD_UNKNOWN".into(),
+            message: String::new(),
+        });
+        err = Error::http(err.kind(), err.message().to_string(), 404, codes);
     }
     err
 }
