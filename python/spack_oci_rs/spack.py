@@ -55,6 +55,10 @@ _CLIENTS: dict[tuple[Any, ...], engine.Client] = {}
 _PREFETCHED: dict[str, tuple[str, str]] = {}
 
 
+#: Mirrors (registry hosts) already reported unreachable in this process.
+_UNREACHABLE: set[str] = set()
+
+
 def ref_string(ref: ImageReference, *, tag: bool = True) -> str:
     """A Spack ``ImageReference`` as an engine reference (``oci://`` or ``oci+http://``)."""
     scheme = "oci+http" if ref.scheme == "http" else "oci"
@@ -327,6 +331,11 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             elif r.status == "failed":
                 errors.append((spec, r.error or RuntimeError("push failed")))
         tty.debug(f"spack_oci_rs: pushed {len(specs)} specs in {time.time() - start:.2f}s")
+        if results and results[0].throttled:
+            tty.info(
+                f"The registry rate-limited {results[0].throttled} requests "
+                f"(waited {results[0].throttle_wait:.1f}s)"
+            )
         if self.update_index and len(skipped) + len(errors) < len(specs):
             update_index(self.target_image, self.tmpdir)
         return skipped, errors
@@ -540,6 +549,10 @@ def download_tarball(spec: spack.spec.Spec, ref: ImageReference, fetch_url: str)
             manifest, _ = engine.get_manifest_and_config(key, recurse=0, client=client(ref.domain))
             digests = (manifest["config"]["digest"], manifest["layers"][-1]["digest"])
         except (engine.OciError, KeyError, IndexError, TypeError) as e:
+            if isinstance(e, engine.TransportError) and ref.domain not in _UNREACHABLE:
+                # Said once per mirror: otherwise all the user sees is "No binary found".
+                _UNREACHABLE.add(ref.domain)
+                tty.warn(f"Cannot use the mirror {fetch_url}: {e}")
             tty.debug(f"spack_oci_rs: no binary for {_format_spec(spec)} in {key}: {e}")
             return None
     spec_digest, tarball_digest = (Digest.from_string(d) for d in digests)

@@ -24,6 +24,8 @@ const MIN_RATE: f64 = 2.0;
 pub struct Stats {
     throttled: AtomicU64,
     waited_us: AtomicU64,
+    /// The end of the latest wait counted: concurrent waits count once (wall-clock time).
+    waited_until: Mutex<Option<Instant>>,
     resumed: AtomicU64,
     retried: AtomicU64,
 }
@@ -33,7 +35,8 @@ pub struct Stats {
 pub struct StatsSnapshot {
     /// Requests the registry refused with 429 or 503.
     pub throttled: u64,
-    /// Time spent waiting for the registry: `Retry-After`, backoff after throttling, pacing.
+    /// Wall-clock time during which requests waited for the registry (`Retry-After`, backoff
+    /// after throttling, pacing); concurrent waits count once.
     pub waited: Duration,
     /// Uploads and downloads continued from an offset after an interruption.
     pub resumed: u64,
@@ -68,8 +71,16 @@ impl Stats {
         self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A wait of `d` that ended now.
     pub(crate) fn waited(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let end = Instant::now();
+        let start = end.checked_sub(d).unwrap_or(end);
+        let mut until = self.waited_until.lock().expect("stats lock");
+        let from = until.map_or(start, |u| u.max(start));
+        let new = end.saturating_duration_since(from);
+        *until = Some(until.map_or(end, |u| u.max(end)));
+        drop(until);
+        let us = u64::try_from(new.as_micros()).unwrap_or(u64::MAX);
         self.waited_us.fetch_add(us, Ordering::Relaxed);
     }
 
