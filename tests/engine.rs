@@ -181,6 +181,7 @@ fn tags_pagination() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // a scenario, read top to bottom
 fn push_plan_index_and_errors() {
     let Some(reg) = TestRegistry::plain() else {
         return;

@@ -61,53 +61,65 @@ pub(super) async fn make_layer(
             if options.stream_layers {
                 return stream_prefix(repo, path, topts, buildinfo, jobs).await;
             }
-            let (tmp, info) = {
-                let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
-                let path = path.clone();
-                let mut topts = topts.clone();
-                let buildinfo = buildinfo.clone();
-                let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-                // The temp file belongs to this future: if it is dropped (Ctrl-C), the file
-                // is removed at once and the tarball thread stops soon after.
-                let (file, tmp) = tempfile::Builder::new()
-                    .prefix(".spack-oci-layer-")
-                    .suffix(".tar.gz")
-                    .tempfile_in(&tmpdir)
-                    .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
-                    .into_parts();
-                let cancel = CancelOnDrop::default();
-                if topts.cancel.is_none() {
-                    topts.cancel = Some(cancel.0.clone());
-                }
-                let info = tokio::task::spawn_blocking(move || -> Result<TarballInfo> {
-                    tarball::write_tarball(
-                        &path,
-                        &topts,
-                        |l| buildinfo(l),
-                        io::BufWriter::with_capacity(1 << 20, file),
-                    )
-                })
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
-                drop(cancel);
-                (tmp, info)
-            };
-            let digest = info.compressed_digest.clone();
-            let uploaded = repo
-                .upload_blob(&BlobSource::File(tmp.to_path_buf()), &digest, false)
-                .await?;
-            drop(tmp);
-            Ok(MadeLayer {
-                info: LayerInfo {
-                    digest,
-                    diff_id: info.uncompressed_digest.clone(),
-                    size: info.compressed_size,
-                },
-                uploaded,
-                relocation: Some(info.relocation),
-            })
+            temp_file_layer(repo, path, topts, buildinfo, options, jobs).await
         }
     }
+}
+
+/// Archive a prefix into a temp file, then upload the file.
+async fn temp_file_layer(
+    repo: &Repository,
+    path: &Path,
+    topts: &TarballOptions,
+    buildinfo: &BuildinfoFn,
+    options: &PushOptions,
+    jobs: &Arc<Semaphore>,
+) -> Result<MadeLayer> {
+    let (tmp, info) = {
+        let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
+        let path = path.to_path_buf();
+        let mut topts = topts.clone();
+        let buildinfo = buildinfo.clone();
+        let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+        // The temp file belongs to this future: if it is dropped (Ctrl-C), the file
+        // is removed at once and the tarball thread stops soon after.
+        let (file, tmp) = tempfile::Builder::new()
+            .prefix(".spack-oci-layer-")
+            .suffix(".tar.gz")
+            .tempfile_in(&tmpdir)
+            .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
+            .into_parts();
+        let cancel = CancelOnDrop::default();
+        if topts.cancel.is_none() {
+            topts.cancel = Some(cancel.0.clone());
+        }
+        let info = tokio::task::spawn_blocking(move || -> Result<TarballInfo> {
+            tarball::write_tarball(
+                &path,
+                &topts,
+                |l| buildinfo(l),
+                io::BufWriter::with_capacity(1 << 20, file),
+            )
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
+        drop(cancel);
+        (tmp, info)
+    };
+    let digest = info.compressed_digest.clone();
+    let uploaded = repo
+        .upload_blob(&BlobSource::File(tmp.to_path_buf()), &digest, false)
+        .await?;
+    drop(tmp);
+    Ok(MadeLayer {
+        info: LayerInfo {
+            digest,
+            diff_id: info.uncompressed_digest.clone(),
+            size: info.compressed_size,
+        },
+        uploaded,
+        relocation: Some(info.relocation),
+    })
 }
 
 /// Prefixes whose files add up to less than this are archived into memory and uploaded

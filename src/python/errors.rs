@@ -64,6 +64,13 @@ pub fn to_pyerr(py: Python<'_>, err: &Error) -> PyErr {
     build().unwrap_or_else(|e| PyRuntimeError::new_err(format!("{err} (and: {e})")))
 }
 
+/// An invalid argument as `InvalidArgumentError` (an `OciError` and a `ValueError`): no
+/// raw `ValueError`/`TypeError` leaves the bindings.
+pub fn invalid_argument(message: impl Into<String>) -> PyErr {
+    let err = Error::invalid_input(message);
+    Python::attach(|py| to_pyerr(py, &err))
+}
+
 /// `Result<T, Error>` → `PyResult<T>`.
 pub trait IntoPyResult<T> {
     fn into_py_result(self, py: Python<'_>) -> PyResult<T>;

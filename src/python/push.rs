@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
@@ -77,7 +76,7 @@ impl PushItem {
         annotations: Option<Py<PyDict>>,
     ) -> PyResult<Self> {
         if tarball.is_some() && prefix.is_some() {
-            return Err(PyValueError::new_err(format!(
+            return Err(super::errors::invalid_argument(format!(
                 "{tag}: give either tarball= or prefix=, not both"
             )));
         }
@@ -160,7 +159,7 @@ fn dict_to_map(
 ) -> PyResult<Option<serde_json::Map<String, Value>>> {
     d.map(|d| match to_value(py, d.bind(py).as_any())? {
         Value::Object(m) => Ok(m),
-        _ => Err(PyValueError::new_err("expected a dict")),
+        _ => Err(super::errors::invalid_argument("expected a dict")),
     })
     .transpose()
 }
@@ -336,6 +335,54 @@ fn push_async<'py>(
     })
 }
 
+/// The engine's item for a Python `PushItem`.
+fn core_item(
+    py: Python<'_>,
+    it: &PushItem,
+    fast: bool,
+    dump: Option<&Py<PyAny>>,
+) -> PyResult<CoreItem> {
+    let layer = if let Some(t) = &it.tarball {
+        Some(LayerSource::Tarball {
+            path: t.clone(),
+            diff_id: it
+                .diff_id
+                .as_deref()
+                .map(|d| parse_digest(py, d))
+                .transpose()?,
+        })
+    } else {
+        it.prefix.as_ref().map(|p| LayerSource::Prefix {
+            path: p.clone(),
+            options: TarballOptions {
+                prefixes_to_relocate: it.prefixes_to_relocate.clone(),
+                fast,
+                compression_level: if fast {
+                    crate::tarball::FAST_COMPRESSION_LEVEL
+                } else {
+                    crate::tarball::DEFAULT_COMPRESSION_LEVEL
+                },
+                ..TarballOptions::default()
+            },
+            buildinfo: buildinfo_fn(
+                it.buildinfo.as_ref().map(|b| b.clone_ref(py)),
+                dump.map(|f| f.clone_ref(py)),
+            ),
+        })
+    };
+    Ok(CoreItem {
+        key: it.key.clone(),
+        tag: it.tag.clone(),
+        layer,
+        layers: it.layers.clone(),
+        architecture: it.architecture.clone(),
+        env: it.env.clone(),
+        extra_config: dict_to_map(py, it.extra_config.as_ref())?,
+        fill_checksum: it.fill_checksum,
+        annotations: dict_to_map(py, it.annotations.as_ref())?,
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_plan(
     py: Python<'_>,
@@ -375,45 +422,7 @@ fn build_plan(
                 &crate::Error::invalid_input(format!("duplicate item key {:?}", it.key)),
             ));
         }
-        let layer = if let Some(t) = &it.tarball {
-            Some(LayerSource::Tarball {
-                path: t.clone(),
-                diff_id: it
-                    .diff_id
-                    .as_deref()
-                    .map(|d| parse_digest(py, d))
-                    .transpose()?,
-            })
-        } else {
-            it.prefix.as_ref().map(|p| LayerSource::Prefix {
-                path: p.clone(),
-                options: TarballOptions {
-                    prefixes_to_relocate: it.prefixes_to_relocate.clone(),
-                    fast,
-                    compression_level: if fast {
-                        crate::tarball::FAST_COMPRESSION_LEVEL
-                    } else {
-                        crate::tarball::DEFAULT_COMPRESSION_LEVEL
-                    },
-                    ..TarballOptions::default()
-                },
-                buildinfo: buildinfo_fn(
-                    it.buildinfo.as_ref().map(|b| b.clone_ref(py)),
-                    buildinfo_dump.as_ref().map(|f| f.clone_ref(py)),
-                ),
-            })
-        };
-        core_items.push(CoreItem {
-            key: it.key.clone(),
-            tag: it.tag.clone(),
-            layer,
-            layers: it.layers.clone(),
-            architecture: it.architecture.clone(),
-            env: it.env.clone(),
-            extra_config: dict_to_map(py, it.extra_config.as_ref())?,
-            fill_checksum: it.fill_checksum,
-            annotations: dict_to_map(py, it.annotations.as_ref())?,
-        });
+        core_items.push(core_item(py, it, fast, buildinfo_dump.as_ref())?);
     }
     let mut known = HashMap::new();
     for (k, (digest, diff_id, size)) in known_layers.unwrap_or_default() {

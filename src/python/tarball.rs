@@ -125,7 +125,7 @@ pub(crate) fn dump_buildinfo(
     } else if let Ok(s) = out.cast::<PyString>() {
         Ok(s.to_str()?.as_bytes().to_vec())
     } else {
-        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        Err(super::errors::invalid_argument(format!(
             "dump must return bytes or str, not {}",
             out.get_type().name()?
         )))
