@@ -12,7 +12,7 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +55,6 @@ def leftovers(*dirs: Path) -> list[Path]:
             if p.name.endswith(".part") or p.name.startswith(".spack-oci-layer-"):
                 out.append(p)
     return out
-
-
-@pytest.fixture
-def make_proxy(registry: Registry) -> Iterator[Callable[..., FaultProxy]]:
-    """``make_proxy(**options)``: a started FaultProxy in front of ``registry``."""
-    proxies: list[FaultProxy] = []
-
-    def make(**kw: Any) -> FaultProxy:
-        p = FaultProxy(registry.host, **kw).start()
-        proxies.append(p)
-        return p
-
-    yield make
-    for p in proxies:
-        p.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import io
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,20 +95,6 @@ def items(w: Work) -> list[oci.PushItem]:
     ]
 
 
-@pytest.fixture
-def make_proxy(registry: Registry) -> Iterator[Callable[..., FaultProxy]]:
-    proxies: list[FaultProxy] = []
-
-    def make(**kw: Any) -> FaultProxy:
-        p = FaultProxy(registry.host, **kw).start()
-        proxies.append(p)
-        return p
-
-    yield make
-    for p in proxies:
-        p.stop()
-
-
 @pytest.fixture(scope="module")
 def base(registry: Registry) -> str:
     """A base image on the registry (its layers are mounted into every target)."""
@@ -146,15 +132,34 @@ def reference(registry: Registry, work: Work, base: str) -> dict[str, tuple[str,
     return {r.tag: (str(r.digest), str(r.diff_id)) for r in results}
 
 
-def check_push(
-    proxy: FaultProxy,
+@dataclass(frozen=True)
+class Ctx:
+    """What every push test uses."""
+
+    make_proxy: Callable[..., FaultProxy]
+    registry: Registry
+    repo: str
+    work: Work
+    base: str
+    reference: dict[str, tuple[str, str]]
+    tmp: Path
+
+
+@pytest.fixture
+def ctx(
+    make_proxy: Callable[..., FaultProxy],
     registry: Registry,
-    repo: str,
+    repo_name: str,
     work: Work,
     base: str,
     reference: dict[str, tuple[str, str]],
-    label: str,
-) -> list[oci.PushResult]:
+    tmp_path: Path,
+) -> Ctx:
+    return Ctx(make_proxy, registry, repo_name, work, base, reference, tmp_path)
+
+
+def check_push(proxy: FaultProxy, c: Ctx, label: str) -> list[oci.PushResult]:
+    registry, repo, work, base, reference = c.registry, c.repo, c.work, c.base, c.reference
     """Push through ``proxy``; the layers equal the fault-free ones byte for byte, the
     images are complete, and the counts are printed."""
     t = time.monotonic()
@@ -198,37 +203,21 @@ def check_fetch_and_index(proxy: FaultProxy, registry: Registry, repo: str, tmp:
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_first_request_per_url_refused(
-    make_proxy: Callable[..., FaultProxy],
-    registry: Registry,
-    repo_name: str,
-    work: Work,
-    base: str,
-    reference: dict[str, tuple[str, str]],
-    tmp_path: Path,
-    status: int,
-) -> None:
-    proxy = make_proxy(first_per_url=status)
-    results = check_push(proxy, registry, repo_name, work, base, reference, f"first/{status}")
+def test_first_request_per_url_refused(ctx: Ctx, status: int) -> None:
+    proxy = ctx.make_proxy(first_per_url=status)
+    results = check_push(proxy, ctx, f"first/{status}")
     # Every refused request inside an upload session was retried on that session.
     assert results[0].throttled >= proxy.count("PATCH") // 2 > 0
     assert proxy.count("POST", r"/blobs/uploads/$") <= proxy.throttled
-    check_fetch_and_index(proxy, registry, repo_name, tmp_path)
+    check_fetch_and_index(proxy, ctx.registry, ctx.repo, ctx.tmp)
 
 
 # -- (b) a token-bucket rate limit ---------------------------------------------------------
 
 
-def test_rate_limit_4_per_second(
-    make_proxy: Callable[..., FaultProxy],
-    registry: Registry,
-    repo_name: str,
-    work: Work,
-    base: str,
-    reference: dict[str, tuple[str, str]],
-) -> None:
-    proxy = make_proxy(rate_limit=4)
-    check_push(proxy, registry, repo_name, work, base, reference, "4 req/s")
+def test_rate_limit_4_per_second(ctx: Ctx) -> None:
+    proxy = ctx.make_proxy(rate_limit=4)
+    check_push(proxy, ctx, "4 req/s")
     rejected = proxy.throttled / proxy.requests
     print(f"[4 req/s] {proxy.throttled}/{proxy.requests} rejected = {rejected:.0%}")
     assert rejected <= 0.20
@@ -261,64 +250,39 @@ def test_rate_limit_20_per_second_50_items(
 
 
 @pytest.mark.parametrize("method", ["PATCH", "PUT"])
-def test_reset_mid_body_resumes_at_the_offset(
-    make_proxy: Callable[..., FaultProxy],
-    registry: Registry,
-    repo_name: str,
-    work: Work,
-    base: str,
-    reference: dict[str, tuple[str, str]],
-    tmp_path: Path,
-    method: str,
-) -> None:
-    proxy = make_proxy()
+def test_reset_mid_body_resumes_at_the_offset(ctx: Ctx, method: str) -> None:
+    proxy = ctx.make_proxy()
     # PATCH: the streamed prefix; PUT: the tarball file's monolithic upload.
     path = UPLOAD if method == "PATCH" else r"/blobs/uploads/.+digest="
     proxy.add(Fault.reset_body(after=100_000), method, path, times=2)
-    results = check_push(proxy, registry, repo_name, work, base, reference, f"reset/{method}")
+    results = check_push(proxy, ctx, f"reset/{method}")
     assert results[0].resumed >= 1
     # The upload went on in its session: asked for its offset, no second POST for it.
     assert proxy.count("GET", UPLOAD) >= 1
-    check_fetch_and_index(proxy, registry, repo_name, tmp_path)
+    check_fetch_and_index(proxy, ctx.registry, ctx.repo, ctx.tmp)
 
 
 # -- (d) a lost reply after the registry stored the bytes ----------------------------------
 
 
 @pytest.mark.parametrize("method", ["PATCH", "PUT"])
-def test_lost_reply(
-    make_proxy: Callable[..., FaultProxy],
-    registry: Registry,
-    repo_name: str,
-    work: Work,
-    base: str,
-    reference: dict[str, tuple[str, str]],
-    tmp_path: Path,
-    method: str,
-) -> None:
-    proxy = make_proxy()
+def test_lost_reply(ctx: Ctx, method: str) -> None:
+    proxy = ctx.make_proxy()
     path = UPLOAD if method == "PATCH" else r"/blobs/uploads/.+digest="
     proxy.add(Fault.lost(), method, path, times=2)
-    results = check_push(proxy, registry, repo_name, work, base, reference, f"lost/{method}")
+    results = check_push(proxy, ctx, f"lost/{method}")
     assert proxy.count("GET", UPLOAD) >= 1
     if method == "PATCH":
         assert results[0].resumed >= 1  # the session held the whole PATCH: on to the PUT
-    check_fetch_and_index(proxy, registry, repo_name, tmp_path)
+    check_fetch_and_index(proxy, ctx.registry, ctx.repo, ctx.tmp)
 
 
 # -- (e) PATCH answered 204 ----------------------------------------------------------------
 
 
-def test_patch_answered_204(
-    make_proxy: Callable[..., FaultProxy],
-    registry: Registry,
-    repo_name: str,
-    work: Work,
-    base: str,
-    reference: dict[str, tuple[str, str]],
-) -> None:
-    proxy = make_proxy(patch_status=204, max_body=4 * 1024 * 1024)
-    check_push(proxy, registry, repo_name, work, base, reference, "PATCH 204 + chunks")
+def test_patch_answered_204(ctx: Ctx) -> None:
+    proxy = ctx.make_proxy(patch_status=204, max_body=4 * 1024 * 1024)
+    check_push(proxy, ctx, "PATCH 204 + chunks")
     assert proxy.count("PATCH") >= 3  # the stream refused as too large, then chunks
     assert {r.status for r in proxy.records("PATCH")} <= {204, 413}
 
