@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::streaming::{CancelOnDrop, TarballStream};
 use super::{BuildinfoFn, LayerInfo, LayerSource, PushOptions};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{BlobSource, Repository};
 use crate::tarball::{self, hash_tarball, RelocationLists, TarballInfo, TarballOptions};
@@ -19,6 +20,21 @@ pub(super) struct MadeLayer {
     pub(super) info: LayerInfo,
     pub(super) uploaded: bool,
     pub(super) relocation: Option<RelocationLists>,
+}
+
+impl MadeLayer {
+    /// The layer a prefix's tarball made.
+    fn of(digest: Digest, info: TarballInfo, uploaded: bool) -> Self {
+        MadeLayer {
+            info: LayerInfo {
+                digest,
+                diff_id: info.uncompressed_digest,
+                size: info.compressed_size,
+            },
+            uploaded,
+            relocation: Some(info.relocation),
+        }
+    }
 }
 
 pub(super) async fn make_layer(
@@ -75,51 +91,27 @@ async fn temp_file_layer(
     options: &PushOptions,
     jobs: &Arc<Semaphore>,
 ) -> Result<MadeLayer> {
-    let (tmp, info) = {
-        let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
-        let path = path.to_path_buf();
-        let mut topts = topts.clone();
-        let buildinfo = buildinfo.clone();
-        let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-        // The temp file belongs to this future: if it is dropped (Ctrl-C), the file
-        // is removed at once and the tarball thread stops soon after.
-        let (file, tmp) = tempfile::Builder::new()
-            .prefix(".spack-oci-layer-")
-            .suffix(".tar.gz")
-            .tempfile_in(&tmpdir)
-            .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
-            .into_parts();
-        let cancel = CancelOnDrop::default();
-        if topts.cancel.is_none() {
-            topts.cancel = Some(cancel.0.clone());
-        }
-        let info = tokio::task::spawn_blocking(move || -> Result<TarballInfo> {
-            tarball::write_tarball(
-                &path,
-                &topts,
-                |l| buildinfo(l),
-                io::BufWriter::with_capacity(1 << 20, file),
-            )
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
-        drop(cancel);
-        (tmp, info)
-    };
+    let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    // The temp file belongs to this future: if it is dropped (Ctrl-C), the file is removed
+    // at once and the tarball thread stops soon after.
+    let (file, tmp) = tempfile::Builder::new()
+        .prefix(".spack-oci-layer-")
+        .suffix(".tar.gz")
+        .tempfile_in(&tmpdir)
+        .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
+        .into_parts();
+    let (path, bi) = (path.to_path_buf(), buildinfo.clone());
+    let info = archive(jobs, topts, move |t| {
+        let sink = io::BufWriter::with_capacity(1 << 20, file);
+        tarball::write_tarball(&path, &t, |l| bi(l), sink)
+    })
+    .await?;
     let digest = info.compressed_digest.clone();
     let uploaded = repo
         .upload_blob(&BlobSource::File(tmp.to_path_buf()), &digest, false)
         .await?;
     drop(tmp);
-    Ok(MadeLayer {
-        info: LayerInfo {
-            digest,
-            diff_id: info.uncompressed_digest.clone(),
-            size: info.compressed_size,
-        },
-        uploaded,
-        relocation: Some(info.relocation),
-    })
+    Ok(MadeLayer::of(digest, info, uploaded))
 }
 
 /// Prefixes whose files add up to less than this are archived into memory and uploaded
@@ -154,6 +146,26 @@ fn prefix_is_small(prefix: &Path) -> bool {
     true
 }
 
+/// Run `build` (an archiver) on a blocking thread with the tarball options, holding a CPU
+/// slot meanwhile; the thread is told to stop if this future is dropped.
+async fn archive<T: Send + 'static>(
+    jobs: &Semaphore,
+    topts: &TarballOptions,
+    build: impl FnOnce(TarballOptions) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
+    let mut topts = topts.clone();
+    let cancel = CancelOnDrop::default();
+    if topts.cancel.is_none() {
+        topts.cancel = Some(cancel.0.clone());
+    }
+    let out = tokio::task::spawn_blocking(move || build(topts))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))?;
+    drop(cancel);
+    out
+}
+
 /// Archive a small prefix into memory (holding a CPU slot only meanwhile), then upload it.
 async fn small_prefix(
     repo: &Repository,
@@ -162,37 +174,17 @@ async fn small_prefix(
     buildinfo: &BuildinfoFn,
     jobs: &Arc<Semaphore>,
 ) -> Result<MadeLayer> {
-    let (bytes, info) = {
-        let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
-        let (prefix, mut topts, buildinfo) =
-            (prefix.to_path_buf(), topts.clone(), buildinfo.clone());
-        let cancel = CancelOnDrop::default();
-        if topts.cancel.is_none() {
-            topts.cancel = Some(cancel.0.clone());
-        }
-        let built = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            tarball::write_tarball(&prefix, &topts, |l| buildinfo(l), &mut out)
-                .map(|info| (out, info))
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
-        drop(cancel);
-        built
-    };
+    let (prefix, bi) = (prefix.to_path_buf(), buildinfo.clone());
+    let (bytes, info) = archive(jobs, topts, move |t| {
+        let mut out = Vec::new();
+        tarball::write_tarball(&prefix, &t, |l| bi(l), &mut out).map(|info| (out, info))
+    })
+    .await?;
     let digest = info.compressed_digest.clone();
     // No HEAD: for a small blob, uploading it again costs less than asking.
     repo.upload_blob(&BlobSource::Bytes(Bytes::from(bytes)), &digest, true)
         .await?;
-    Ok(MadeLayer {
-        info: LayerInfo {
-            digest,
-            diff_id: info.uncompressed_digest.clone(),
-            size: info.compressed_size,
-        },
-        uploaded: true,
-        relocation: Some(info.relocation),
-    })
+    Ok(MadeLayer::of(digest, info, true))
 }
 
 /// Archive a prefix on a blocking thread and stream it into the upload (resumed by
@@ -213,13 +205,5 @@ async fn stream_prefix(
         .info()
         .ok_or_else(|| Error::new(ErrorKind::Io, "the tarball was not completed"))?;
     debug_assert_eq!(digest, info.compressed_digest);
-    Ok(MadeLayer {
-        info: LayerInfo {
-            digest,
-            diff_id: info.uncompressed_digest.clone(),
-            size: info.compressed_size,
-        },
-        uploaded: true,
-        relocation: Some(info.relocation),
-    })
+    Ok(MadeLayer::of(digest, info, true))
 }
