@@ -5,6 +5,7 @@
 use std::fmt;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What went wrong, coarse enough for callers (and the Python exception hierarchy) to match.
@@ -36,6 +37,23 @@ pub enum ErrorKind {
     Cancelled,
 }
 
+/// What went wrong on the wire, for transport errors: one of the inputs of
+/// [`crate::transport::retry::is_retryable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// Connection refused, no route, DNS failure: the registry cannot be reached at all.
+    Unreachable,
+    /// No answer, or no bytes, within the time limits.
+    Timeout,
+    /// The connection went away mid-request or mid-answer (reset, closed, lost reply).
+    Interrupted,
+    /// Certificates, a server that does not speak TLS, a fatal TLS alert.
+    Tls,
+    /// The registry answered a `Range` request with the wrong bytes or refused it.
+    BadRange,
+}
+
 /// An error code from a registry error body: `{"errors":[{"code":…,"message":…}]}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistryCode {
@@ -51,7 +69,10 @@ pub struct Error {
     status: Option<u16>,
     codes: Vec<RegistryCode>,
     retry_after: Option<Duration>,
-    retryable: bool,
+    cause: Option<Cause>,
+    /// Retries were spent on it: an enclosing operation must not retry it again.
+    exhausted: bool,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -62,7 +83,9 @@ impl Error {
             status: None,
             codes: Vec::new(),
             retry_after: None,
-            retryable: false,
+            cause: None,
+            exhausted: false,
+            source: None,
         }
     }
 
@@ -89,9 +112,11 @@ impl Error {
         Self::new(ErrorKind::Cancelled, "operation cancelled")
     }
 
-    /// An I/O error on a path: the message names the path and what was being done.
+    /// An I/O error on a path: the message names the path and what was being done; the
+    /// I/O error is its source.
     pub fn io(action: &str, path: &Path, err: &io::Error) -> Self {
         Self::new(ErrorKind::Io, format!("{action} {}: {err}", path.display()))
+            .with_source(io::Error::new(err.kind(), err.to_string()))
     }
 
     /// An HTTP status error with the registry's codes.
@@ -108,14 +133,35 @@ impl Error {
     }
 
     #[must_use]
-    pub fn with_retryable(mut self, retryable: bool) -> Self {
-        self.retryable = retryable;
+    pub fn with_cause(mut self, cause: Cause) -> Self {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// Keep `source` as the error's cause ([`std::error::Error::source`]).
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Mark the error as final: its retries are spent (see [`Error::is_exhausted`]).
+    #[must_use]
+    pub fn exhausted(mut self) -> Self {
+        self.exhausted = true;
         self
     }
 
     #[must_use]
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Self {
         self.retry_after = after;
+        self
+    }
+
+    /// The same error with its message rewritten (kind, cause, status, codes kept).
+    #[must_use]
+    pub fn map_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.message = f(&self.message);
         self
     }
 
@@ -148,9 +194,28 @@ impl Error {
         self.codes.iter().any(|c| c.code == code)
     }
 
-    /// Whether trying again may succeed (connect errors, timeouts, 408/429/5xx).
+    /// Whether trying again may succeed: decided in one place,
+    /// [`crate::transport::retry::is_retryable`].
     pub fn is_retryable(&self) -> bool {
-        self.retryable
+        crate::transport::retry::is_retryable(self)
+    }
+
+    /// What went wrong on the wire, for transport errors.
+    pub fn cause(&self) -> Option<Cause> {
+        self.cause
+    }
+
+    /// The same error as if no retries had been spent on it (for "may a later try
+    /// succeed?").
+    #[must_use]
+    pub fn retried_again(mut self) -> Self {
+        self.exhausted = false;
+        self
+    }
+
+    /// Whether retries were already spent on this error.
+    pub fn is_exhausted(&self) -> bool {
+        self.exhausted
     }
 
     /// The delay a registry asked for with `Retry-After`.
@@ -180,6 +245,12 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

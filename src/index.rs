@@ -111,6 +111,14 @@ pub async fn index_configs(
         .buffered(concurrency.max(1))
         .collect()
         .await;
+    Ok(gather(spec_tags, results))
+}
+
+/// One spec tag's outcome: its manifest digest and config (none when reused), or why not.
+type Fetched = std::result::Result<(String, Digest, Option<Bytes>), SkippedTag>;
+
+/// The configs fetched for the spec tags, sorted into used, reused and skipped.
+fn gather(spec_tags: usize, results: Vec<Fetched>) -> IndexConfigs {
     let mut out = IndexConfigs {
         spec_tags,
         ..IndexConfigs::default()
@@ -145,7 +153,7 @@ pub async fn index_configs(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Upload `index_json` as Spack does: the index blob, a `{}` config blob, and an OCI manifest

@@ -28,6 +28,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from faultproxy import FaultProxy
 from registry import Registry, missing_tools, unique_repo_name
 from tarball_tree import make_tree
 
@@ -172,3 +173,19 @@ def pytest_runtest_makereport(
             state = "running" if reg.running else "NOT RUNNING"
             report.sections.append((f"registry log {reg.base} ({state})", text))
     return report
+
+
+@pytest.fixture
+def make_proxy(registry: Registry) -> Iterator[Callable[..., FaultProxy]]:
+    """``make_proxy(**options)``: a started FaultProxy in front of ``registry``, stopped
+    after the test."""
+    proxies: list[FaultProxy] = []
+
+    def make(**kw: object) -> FaultProxy:
+        p = FaultProxy(registry.host, **kw).start()  # type: ignore[arg-type]
+        proxies.append(p)
+        return p
+
+    yield make
+    for p in proxies:
+        p.stop()

@@ -181,6 +181,7 @@ fn tags_pagination() {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // a scenario, read top to bottom
 fn push_plan_index_and_errors() {
     let Some(reg) = TestRegistry::plain() else {
         return;
@@ -453,8 +454,20 @@ fn registry_down_and_bad_manifest() {
     });
     reg.stop();
     rt().block_on(async {
+        // A registry that is down is reported at once, naming it, and not retried.
+        let t = std::time::Instant::now();
         let e = c.repository(&r).list_tags().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transport, "{e}");
-        assert!(e.to_string().contains("after 2 attempts"), "{e}");
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("registry {} is unreachable", reg.host())),
+            "{e}"
+        );
+        assert!(!text.contains("attempts"), "{e}");
+        // Later requests to it fail at once with the same error.
+        let again = c.repository(&r).blob_exists(&Digest::of_bytes(b"x")).await;
+        assert_eq!(again.unwrap_err().to_string(), text);
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     });
 }

@@ -14,11 +14,22 @@ method, a regex searched in the path (with its query) and how many matching requ
   ``Fault.stall(seconds, after=K)``, ``Fault.slow(rate)``, ``Fault.corrupt()`` (same length,
   wrong bytes, status 200);
 * ``Fault.delay(seconds)``: wait, then forward (a slow registry);
-* ``Fault.call(fn)``: run ``fn(request)`` (e.g. delete a blob) and forward.
+* ``Fault.call(fn)``: run ``fn(request)`` (e.g. delete a blob) and forward;
+* ``Fault.reset_body(after=K)``: a reset in the middle of a PATCH/PUT body: the registry
+  receives the first K body bytes (as a PATCH of the session), the client a reset. From
+  then on the proxy maps the session's URL to the registry's current one (the registry
+  behaves as one with stable session URLs, as the spec intends; distribution's ``_state``
+  would otherwise refuse the old URL);
+* ``Fault.lost()``: forward (the registry acts on the request), then reset: a lost reply.
 
 Proxy-wide switches: ``range_support=False`` strips ``Range`` from requests (the registry
 then answers 200 with the whole blob), ``max_body=N`` answers 413 to requests with a larger
-body, ``chunk_min_length=N`` adds ``OCI-Chunk-Min-Length`` to upload-session answers.
+body, ``chunk_min_length=N`` adds ``OCI-Chunk-Min-Length`` to upload-session answers,
+``first_per_url=429`` (or 503) answers the first request to each method and URL with that
+status (429 with ``Retry-After: 1``), ``rate_limit=N`` is a token bucket of N requests per
+second (burst N; 429 with ``Retry-After: 1`` beyond), ``patch_status=204`` turns successful
+PATCH answers into that status (go-containerregistry's registry before v0.21.6).
+:attr:`FaultProxy.throttled` counts the 429/503 answers of these modes.
 
 Everything is counted: :attr:`FaultProxy.log` holds one :class:`Record` per request (method,
 path, status, fault applied, body bytes sent), :meth:`FaultProxy.count` filters it,
@@ -200,6 +211,17 @@ class Fault:
         return cls("delay", seconds=min(seconds, MAX_STALL))
 
     @classmethod
+    def reset_body(cls, after: int) -> Fault:
+        """The registry gets the first ``after`` body bytes of this PATCH or PUT (sent on as a
+        PATCH of the same session), then the client's connection is reset."""
+        return cls("reset_body", after=after)
+
+    @classmethod
+    def lost(cls) -> Fault:
+        """Forward, then reset the connection instead of answering."""
+        return cls("lost")
+
+    @classmethod
     def call(cls, fn: Callable[[Request], None]) -> Fault:
         """Run ``fn(request)`` in the proxy, then forward."""
         return cls("call", fn=fn)
@@ -344,6 +366,9 @@ class FaultProxy:
         range_support: bool = True,
         max_body: int | None = None,
         chunk_min_length: int | None = None,
+        first_per_url: int | None = None,
+        rate_limit: float | None = None,
+        patch_status: int | None = None,
     ) -> None:
         host, _, port = upstream.rpartition(":")
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -352,6 +377,14 @@ class FaultProxy:
         self.range_support = range_support
         self.max_body = max_body
         self.chunk_min_length = chunk_min_length
+        self.first_per_url = first_per_url
+        self.rate_limit = rate_limit
+        self.patch_status = patch_status
+        self.throttled = 0
+        self._seen_urls: set[tuple[str, str]] = set()
+        self._aliases: dict[str, str] = {}
+        self._tokens = float(rate_limit or 0)
+        self._refilled = time.monotonic()
         self.rules: list[Rule] = []
         self.log: collections.deque[Record] = collections.deque(maxlen=MAX_LOG)
         self.faults: collections.Counter[str] = collections.Counter()
@@ -506,8 +539,18 @@ class FaultProxy:
                 body = b'{"errors":[{"code":"SIZE_INVALID","message":"request too large"}]}'
                 self._send(sock, rec, 413, [("Content-Type", "application/json")], body)
                 return keep
+            req = self._aliased(req)
+            limited = self._limiter(req)
+            if limited is not None:
+                rec.fault = "throttled"
+                self._send(sock, rec, *limited)
+                return keep
             fault = self._pick(req)
             rec.fault = fault.kind if fault else None
+            if fault is not None and fault.kind in ("reset_body", "lost"):
+                self._cut(req, fault)
+                _reset(sock)
+                raise _Abort
             if fault is not None and not (fault.kind == "status" and fault.forward):
                 own = self._own_answer(sock, rec, req, fault)
                 if own is not None:
@@ -518,10 +561,13 @@ class FaultProxy:
                 if self._stopped.wait(fault.seconds):
                     raise _Abort
             status, headers, body = self._forward(req)
+            self._follow(req, headers)
             if fault is not None and fault.kind == "status":  # forwarded, reply replaced
                 self._send(sock, rec, fault.status, list(fault.headers), fault.content)
                 return keep
             headers = self._fix_headers(req, status, headers)
+            if self.patch_status and req.method == "PATCH" and 200 <= status < 300:
+                status = self.patch_status
             head_only = req.method == "HEAD" or status in (204, 304)
             if fault is None or fault.kind in ("call", "delay"):
                 self._send(sock, rec, status, headers, body, head_only=head_only)
@@ -531,6 +577,81 @@ class FaultProxy:
         finally:
             with self._lock:
                 self.inflight -= 1
+
+    def _limiter(self, req: Request) -> tuple[int, list[tuple[str, str]], bytes] | None:
+        """The answer of the first-request-per-URL or token-bucket mode, if it refuses."""
+        refuse = None
+        with self._lock:
+            if self.first_per_url is not None and (req.method, req.path) not in self._seen_urls:
+                self._seen_urls.add((req.method, req.path))
+                refuse = self.first_per_url
+            if refuse is None and self.rate_limit:
+                now = time.monotonic()
+                elapsed, self._refilled = now - self._refilled, now
+                self._tokens = min(self.rate_limit, self._tokens + elapsed * self.rate_limit)
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                else:
+                    refuse = 429
+            if refuse is None:
+                return None
+            self.throttled += 1
+        if refuse == 429:
+            body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}'
+            headers = [("Retry-After", "1"), ("Content-Type", "application/json")]
+            return 429, headers, body
+        body = b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}'
+        return refuse, [("Content-Type", "application/json")], body
+
+    def _cut(self, req: Request, fault: Fault) -> None:
+        """What the registry sees of a reset body or a lost reply."""
+        if fault.kind == "lost":
+            _, up_headers, _ = self._forward(req)
+            if "/blobs/uploads/" in req.path:
+                with self._lock:
+                    self._aliases.setdefault(req.path.partition("?")[0], "")
+                self._follow(req, up_headers)
+            return
+        part = req.body[: fault.after]
+        if req.method not in ("PATCH", "PUT") or not part:
+            return
+        path = re.sub(r"[&?]digest=[^&]*", "", req.path)
+        headers = {k: v for k, v in req.headers.items() if k != "content-range"}
+        start = req.header("content-range")
+        if start:
+            first = int(start.split("-")[0])
+            headers["content-range"] = f"{first}-{first + len(part) - 1}"
+        _, up_headers, _ = self._forward(Request("PATCH", path, headers, part))
+        with self._lock:
+            self._aliases.setdefault(req.path.partition("?")[0], "")
+        self._follow(req, up_headers)
+
+    def _aliased(self, req: Request) -> Request:
+        """``req`` sent to the registry's current URL of its session, if it was cut."""
+        base, _, query = req.path.partition("?")
+        with self._lock:
+            new = self._aliases.get(base)
+        if not new:
+            return req
+        nbase, _, nquery = new.partition("?")
+        keep = [p for p in query.split("&") if p.startswith("digest=")]
+        q = "&".join(([nquery] if nquery else []) + keep)
+        return Request(req.method, nbase + ("?" + q if q else ""), req.headers, req.body)
+
+    def _follow(self, req: Request, headers: list[tuple[str, str]]) -> None:
+        """Keep the alias of a cut session on the registry's latest Location."""
+        base = req.path.partition("?")[0]
+        loc = next((v for k, v in headers if k.lower() == "location"), None)
+        if loc is None:
+            return
+        path = re.sub(r"^https?://[^/]+", "", loc)
+        with self._lock:
+            for old, new in list(self._aliases.items()):
+                if old == base or new.partition("?")[0] == base:
+                    if "/blobs/uploads/" in path:
+                        self._aliases[old] = path
+                    else:  # the session is closed: its URL is unknown from now on
+                        del self._aliases[old]
 
     def _own_answer(
         self, sock: socket.socket, rec: Record, req: Request, fault: Fault

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -63,13 +64,23 @@ def test_async_twins(registry: Registry, repo_name: str, tmp_path: Path) -> None
 
 
 def test_cancelling_an_awaitable(registry: Registry, repo_name: str) -> None:
+    # A server that accepts connections and never answers: the request waits until cancelled
+    # (a closed port would fail at once: an unreachable registry is not retried).
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+
     async def main() -> None:
         task = asyncio.ensure_future(
-            aoci.list_tags("oci+http://127.0.0.1:9/x", client=oci.Client(retries=50))
+            aoci.list_tags(f"oci+http://127.0.0.1:{port}/x", client=oci.Client(retries=50))
         )
         await asyncio.sleep(0.2)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        silent.close()

@@ -392,7 +392,9 @@ def test_registry_down(tmp_path: Path) -> None:
 def test_client_validation() -> None:
     with pytest.raises(ValueError, match="connect_timeout"):
         oci.Client(connect_timeout=0)
-    with pytest.raises(TypeError, match="tuple"):
+    # Bad arguments are InvalidArgumentError (an OciError and a ValueError), never a raw
+    # TypeError.
+    with pytest.raises(oci.InvalidArgumentError, match="tuple"):
         oci.Client(credentials={"h": "user:pass"})  # type: ignore[dict-item]
     with pytest.raises(oci.LocalFileError, match="no-such-ca"):
         oci.list_tags("oci://127.0.0.1:1/r", client=oci.Client(ca_certs=["/no-such-ca.pem"]))

@@ -12,7 +12,7 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +55,6 @@ def leftovers(*dirs: Path) -> list[Path]:
             if p.name.endswith(".part") or p.name.startswith(".spack-oci-layer-"):
                 out.append(p)
     return out
-
-
-@pytest.fixture
-def make_proxy(registry: Registry) -> Iterator[Callable[..., FaultProxy]]:
-    """``make_proxy(**options)``: a started FaultProxy in front of ``registry``."""
-    proxies: list[FaultProxy] = []
-
-    def make(**kw: Any) -> FaultProxy:
-        p = FaultProxy(registry.host, **kw).start()
-        proxies.append(p)
-        return p
-
-    yield make
-    for p in proxies:
-        p.stop()
 
 
 @pytest.fixture
@@ -487,30 +472,33 @@ def test_redirects(
     assert [r.status for r in proxy.records("GET", BLOB)] == [307, 200, 200]
 
 
-# -- uploads: restart from POST, lost replies, chunks, BLOB_UNKNOWN ------------------------
+# -- uploads: resumed in their session, lost replies, chunks, BLOB_UNKNOWN -----------------
 
 
 @pytest.mark.parametrize("fault", ["502", "drop"])
-def test_failed_upload_restarts_from_post(
+def test_failed_upload_continues_in_its_session(
     proxy: FaultProxy, registry: Registry, repo_name: str, fault: str
 ) -> None:
     f = Fault.respond(502) if fault == "502" else Fault.drop()
     proxy.add(f, "PUT", UPLOAD_PUT)
     data = os.urandom(100_000)
     assert oci.upload_blob(proxy.repo_url(repo_name), data, client=client()) == (sha(data), True)
-    # The failed session is never re-used: a new POST, a new PUT.
-    assert (proxy.count("POST", UPLOADS), proxy.count("PUT", UPLOAD_PUT)) == (2, 2)
+    # The session is asked how far it got (GET), then the PUT goes again to the same session.
+    assert (proxy.count("POST", UPLOADS), proxy.count("PUT", UPLOAD_PUT)) == (1, 2)
+    assert proxy.count("GET", r"/blobs/uploads/.") == 1
     puts = [r.path.split("?")[0] for r in proxy.records("PUT", UPLOAD_PUT)]
-    assert puts[0] != puts[1]
+    assert puts[0] == puts[1]
     assert registry.get_blob(repo_name, sha(data)) == data
 
 
 def test_lost_upload_reply(proxy: FaultProxy, registry: Registry, repo_name: str) -> None:
-    """The registry stored the blob but its answer was lost: a HEAD finds it, no re-upload."""
+    """The registry stored the blob but its answer was lost: the session is gone, a HEAD
+    finds the blob, nothing is uploaded again."""
     proxy.add(Fault.respond(502, forward=True), "PUT", UPLOAD_PUT)
     data = os.urandom(100_000)
     assert oci.upload_blob(proxy.repo_url(repo_name), data, client=client()) == (sha(data), True)
     assert (proxy.count("POST", UPLOADS), proxy.count("PUT", UPLOAD_PUT)) == (1, 1)
+    assert proxy.count("GET", r"/blobs/uploads/.") == 1  # the session: gone (404)
     assert proxy.count("HEAD", BLOB) == 2  # the existence check, then the lost-reply check
     assert registry.get_blob(repo_name, sha(data)) == data
 

@@ -4,6 +4,7 @@ method, URL, status and time; retries at INFO; never a credential."""
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 
@@ -36,9 +37,18 @@ def test_requests_are_logged_without_secrets(
 
 
 def test_retries_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="spack_oci_rs"):
-        oci.reset_logging()
-        with pytest.raises(oci.TransportError):
-            oci.list_tags("oci+http://127.0.0.1:9/nothing", client=oci.Client(retries=2))
+    # A server that accepts and never answers: the read times out, which is retried (a
+    # closed port is not: an unreachable registry is reported at once).
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    ref = f"oci+http://127.0.0.1:{silent.getsockname()[1]}/nothing"
+    try:
+        with caplog.at_level(logging.INFO, logger="spack_oci_rs"):
+            oci.reset_logging()
+            with pytest.raises(oci.TransportError):
+                oci.list_tags(ref, client=oci.Client(retries=2, read_timeout=0.3))
+    finally:
+        silent.close()
     oci.reset_logging()
     assert any("retrying in" in r.getMessage() for r in caplog.records), caplog.text

@@ -276,7 +276,7 @@ def test_dump_exception_propagates_and_leaves_nothing(tmp_path: Path, prefix: Pa
         )
     assert list(out.iterdir()) == []
 
-    with pytest.raises(TypeError, match="bytes or str"):
+    with pytest.raises(InvalidArgumentError, match="bytes or str"):
         create_tarball(
             str(prefix),
             str(out / "t.tar.gz"),

@@ -464,6 +464,18 @@ class PushResult:
     def uploaded(self) -> bool:
         """Whether the layer blob was uploaded by this push."""
     @property
+    def throttled(self) -> int:
+        """Push-wide: requests the registry refused with 429/503 (rate limiting)."""
+    @property
+    def throttle_wait(self) -> float:
+        """Push-wide: seconds spent waiting for the registry (``Retry-After``, pacing)."""
+    @property
+    def resumed(self) -> int:
+        """Push-wide: uploads continued from an offset in their session after an interruption."""
+    @property
+    def retries(self) -> int:
+        """Push-wide: failed attempts that were tried again."""
+    @property
     def relocate_binaries(self) -> list[str] | None: ...
     @property
     def relocate_links(self) -> list[str] | None: ...

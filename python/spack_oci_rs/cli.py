@@ -228,7 +228,10 @@ def cmd_push_dir(args: argparse.Namespace) -> int:
         "error": str(r.error) if r.error else None,
     }
     if r.status == "failed":
-        _out(args, data, f"failed: {r.error}")
+        if args.json:
+            _out(args, data, "")
+        else:
+            print(f"error: {r.error}", file=sys.stderr)
         return EXIT_FAIL
     _out(args, data, f"{r.status} {target}:{r.tag} {r.manifest_digest or ''}".rstrip())
     return EXIT_OK

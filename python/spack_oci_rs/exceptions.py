@@ -28,15 +28,32 @@ class OciError(Exception):
     Attributes:
         status: HTTP status of the registry reply that caused the error, if any.
         codes: the registry's error codes (``BLOB_UNKNOWN``, ``DENIED``, ...), possibly empty.
+        retryable: whether trying again later may succeed (429/503, 5xx, timeouts, resets);
+            the engine has already spent its own retries when it raises.
+        retry_after: the wait in seconds the registry asked for (``Retry-After``), if any.
+
+    The lower-level cause (an I/O or connection error), when there is one, is ``__cause__``.
     """
 
     status: int | None
     codes: list[str]
+    retryable: bool
+    retry_after: float | None
 
-    def __init__(self, message: str, status: int | None = None, codes: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        codes: list[str] | None = None,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.codes = list(codes or [])
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class InvalidReferenceError(OciError, ValueError):

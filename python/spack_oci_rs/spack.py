@@ -61,6 +61,10 @@ _CLIENTS: dict[tuple[Any, ...], engine.Client] = {}
 _PREFETCHED: dict[str, tuple[str, str]] = {}
 
 
+#: Mirrors (registry hosts) already reported unreachable in this process.
+_UNREACHABLE: set[str] = set()
+
+
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A bug of ours inside an engine call becomes one Spack error line naming spack-oci-rs
     (Spack's own errors, those Spack expects from the function, e.g. ``FetchIndexError``, and
@@ -370,6 +374,11 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             elif r.status == "failed":
                 errors.append((spec, r.error or RuntimeError("push failed")))
         tty.debug(f"spack_oci_rs: pushed {len(specs)} specs in {time.time() - start:.2f}s")
+        if results and results[0].throttled:
+            tty.info(
+                f"The registry rate-limited {results[0].throttled} requests "
+                f"(waited {results[0].throttle_wait:.1f}s)"
+            )
         if self.update_index and len(skipped) + len(errors) < len(specs):
             update_index(self.target_image, self.tmpdir)
         return skipped, errors
@@ -580,7 +589,14 @@ def _image_digests(key: str, domain: str) -> tuple[str, str]:
     had the image (no request), else from its manifest, fetched once."""
     digests = _PREFETCHED.get(key)
     if digests is None:
-        manifest, _ = engine.get_manifest_and_config(key, recurse=0, client=client(domain))
+        try:
+            manifest, _ = engine.get_manifest_and_config(key, recurse=0, client=client(domain))
+        except engine.TransportError as e:
+            if domain not in _UNREACHABLE:
+                # Said once per mirror: otherwise all the user sees is "No binary found".
+                _UNREACHABLE.add(domain)
+                tty.warn(f"Cannot use the OCI mirror {domain}: {e}")
+            raise
         digests = (manifest["config"]["digest"], manifest["layers"][-1]["digest"])
     return digests
 

@@ -2,6 +2,7 @@
 //! Spack writes them, and their upload (re-uploading blobs a registry lost meanwhile).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -58,7 +59,7 @@ pub(super) struct Reupload<'a> {
     pub(super) sources: HashMap<Digest, &'a LayerSource>,
     pub(super) base_image: Option<&'a Repository>,
     pub(super) options: &'a PushOptions,
-    pub(super) jobs: &'a Semaphore,
+    pub(super) jobs: &'a Arc<Semaphore>,
 }
 
 /// Compose the config and manifest of one item (Spack's `_oci_put_manifest`) and upload both.
@@ -153,26 +154,14 @@ fn layer_size(manifest: &Value, digest: &Digest) -> Option<u64> {
         .as_u64()
 }
 
-/// The exact config and manifest bytes of an item, and the manifest media type.
-pub fn compose_image<S: std::hash::BuildHasher>(
+/// The image config of an item: the base config with the item's diff_ids, `Env` and extra
+/// fields (Spack's `_oci_put_manifest`).
+fn compose_config<S: std::hash::BuildHasher>(
     item: &PushItem,
-    base_manifest: &Value,
     base_config: &Value,
+    own: &[&LayerInfo],
     layers: &HashMap<String, LayerInfo, S>,
-) -> Result<(Vec<u8>, Vec<u8>, String)> {
-    let keys: Vec<String> = if item.layers.is_empty() {
-        vec![item.key.clone()]
-    } else {
-        item.layers.clone()
-    };
-    let own: Vec<&LayerInfo> = keys.iter().filter_map(|k| layers.get(k)).collect();
-    let media_type = base_manifest
-        .get("mediaType")
-        .and_then(Value::as_str)
-        .unwrap_or(media_types::OCI_MANIFEST)
-        .to_string();
-    let docker = media_type == media_types::DOCKER_MANIFEST;
-
+) -> Result<Value> {
     let mut config = base_config.clone();
     let obj = config
         .as_object_mut()
@@ -189,7 +178,7 @@ pub fn compose_image<S: std::hash::BuildHasher>(
         .ok_or_else(|| {
             Error::invalid_response("base image config: rootfs.diff_ids is not a list")
         })?;
-    for l in &own {
+    for l in own {
         diff_ids.push(Value::String(l.diff_id.to_string()));
     }
     let env = item.env.clone().unwrap_or_else(|| base_env(base_config));
@@ -220,6 +209,30 @@ pub fn compose_image<S: std::hash::BuildHasher>(
             obj.insert(k, v);
         }
     }
+    Ok(config)
+}
+
+/// The exact config and manifest bytes of an item, and the manifest media type.
+pub fn compose_image<S: std::hash::BuildHasher>(
+    item: &PushItem,
+    base_manifest: &Value,
+    base_config: &Value,
+    layers: &HashMap<String, LayerInfo, S>,
+) -> Result<(Vec<u8>, Vec<u8>, String)> {
+    let keys: Vec<String> = if item.layers.is_empty() {
+        vec![item.key.clone()]
+    } else {
+        item.layers.clone()
+    };
+    let own: Vec<&LayerInfo> = keys.iter().filter_map(|k| layers.get(k)).collect();
+    let media_type = base_manifest
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or(media_types::OCI_MANIFEST)
+        .to_string();
+    let docker = media_type == media_types::DOCKER_MANIFEST;
+
+    let config = compose_config(item, base_config, &own, layers)?;
     let config_bytes = to_compact_json(&config);
     let config_digest = Digest::of_bytes(&config_bytes);
 

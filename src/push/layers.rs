@@ -1,16 +1,17 @@
 //! Making and uploading one item's layer: a tarball file (hashed, then uploaded), a small
 //! prefix (archived into memory), a large prefix (archived on a blocking thread and
-//! streamed into the upload, or into a temp file when the registry refuses streams).
+//! streamed into the upload, or into a temp file when streaming is off).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use super::streaming::{tokio_stream_from, ChannelWriter, STREAM_CHUNK};
+use super::streaming::{CancelOnDrop, TarballStream};
 use super::{BuildinfoFn, LayerInfo, LayerSource, PushOptions};
+use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{BlobSource, Repository};
 use crate::tarball::{self, hash_tarball, RelocationLists, TarballInfo, TarballOptions};
@@ -21,11 +22,26 @@ pub(super) struct MadeLayer {
     pub(super) relocation: Option<RelocationLists>,
 }
 
+impl MadeLayer {
+    /// The layer a prefix's tarball made.
+    fn of(digest: Digest, info: TarballInfo, uploaded: bool) -> Self {
+        MadeLayer {
+            info: LayerInfo {
+                digest,
+                diff_id: info.uncompressed_digest,
+                size: info.compressed_size,
+            },
+            uploaded,
+            relocation: Some(info.relocation),
+        }
+    }
+}
+
 pub(super) async fn make_layer(
     repo: &Repository,
     source: &LayerSource,
     options: &PushOptions,
-    jobs: &Semaphore,
+    jobs: &Arc<Semaphore>,
 ) -> Result<MadeLayer> {
     match source {
         LayerSource::Tarball { path, diff_id } => {
@@ -59,61 +75,43 @@ pub(super) async fn make_layer(
                 return small_prefix(repo, path, topts, buildinfo, jobs).await;
             }
             if options.stream_layers {
-                match stream_prefix(repo, path, topts, buildinfo, jobs).await {
-                    Ok(made) => return Ok(made),
-                    Err(e) if streaming_unsupported(&e) => {
-                        tracing::info!(error = %e, "streamed upload refused; using a temp file");
-                    }
-                    Err(e) => return Err(e),
-                }
+                return stream_prefix(repo, path, topts, buildinfo, jobs).await;
             }
-            let (tmp, info) = {
-                let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
-                let path = path.clone();
-                let mut topts = topts.clone();
-                let buildinfo = buildinfo.clone();
-                let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-                // The temp file belongs to this future: if it is dropped (Ctrl-C), the file
-                // is removed at once and the tarball thread stops soon after.
-                let (file, tmp) = tempfile::Builder::new()
-                    .prefix(".spack-oci-layer-")
-                    .suffix(".tar.gz")
-                    .tempfile_in(&tmpdir)
-                    .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
-                    .into_parts();
-                let cancel = CancelOnDrop::default();
-                if topts.cancel.is_none() {
-                    topts.cancel = Some(cancel.0.clone());
-                }
-                let info = tokio::task::spawn_blocking(move || -> Result<TarballInfo> {
-                    tarball::write_tarball(
-                        &path,
-                        &topts,
-                        |l| buildinfo(l),
-                        io::BufWriter::with_capacity(1 << 20, file),
-                    )
-                })
-                .await
-                .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
-                drop(cancel);
-                (tmp, info)
-            };
-            let digest = info.compressed_digest.clone();
-            let uploaded = repo
-                .upload_blob(&BlobSource::File(tmp.to_path_buf()), &digest, false)
-                .await?;
-            drop(tmp);
-            Ok(MadeLayer {
-                info: LayerInfo {
-                    digest,
-                    diff_id: info.uncompressed_digest.clone(),
-                    size: info.compressed_size,
-                },
-                uploaded,
-                relocation: Some(info.relocation),
-            })
+            temp_file_layer(repo, path, topts, buildinfo, options, jobs).await
         }
     }
+}
+
+/// Archive a prefix into a temp file, then upload the file.
+async fn temp_file_layer(
+    repo: &Repository,
+    path: &Path,
+    topts: &TarballOptions,
+    buildinfo: &BuildinfoFn,
+    options: &PushOptions,
+    jobs: &Arc<Semaphore>,
+) -> Result<MadeLayer> {
+    let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    // The temp file belongs to this future: if it is dropped (Ctrl-C), the file is removed
+    // at once and the tarball thread stops soon after.
+    let (file, tmp) = tempfile::Builder::new()
+        .prefix(".spack-oci-layer-")
+        .suffix(".tar.gz")
+        .tempfile_in(&tmpdir)
+        .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
+        .into_parts();
+    let (path, bi) = (path.to_path_buf(), buildinfo.clone());
+    let info = archive(jobs, topts, move |t| {
+        let sink = io::BufWriter::with_capacity(1 << 20, file);
+        tarball::write_tarball(&path, &t, |l| bi(l), sink)
+    })
+    .await?;
+    let digest = info.compressed_digest.clone();
+    let uploaded = repo
+        .upload_blob(&BlobSource::File(tmp.to_path_buf()), &digest, false)
+        .await?;
+    drop(tmp);
+    Ok(MadeLayer::of(digest, info, uploaded))
 }
 
 /// Prefixes whose files add up to less than this are archived into memory and uploaded
@@ -148,152 +146,64 @@ fn prefix_is_small(prefix: &Path) -> bool {
     true
 }
 
+/// Run `build` (an archiver) on a blocking thread with the tarball options, holding a CPU
+/// slot meanwhile; the thread is told to stop if this future is dropped.
+async fn archive<T: Send + 'static>(
+    jobs: &Semaphore,
+    topts: &TarballOptions,
+    build: impl FnOnce(TarballOptions) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
+    let mut topts = topts.clone();
+    let cancel = CancelOnDrop::default();
+    if topts.cancel.is_none() {
+        topts.cancel = Some(cancel.0.clone());
+    }
+    let out = tokio::task::spawn_blocking(move || build(topts))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))?;
+    drop(cancel);
+    out
+}
+
 /// Archive a small prefix into memory (holding a CPU slot only meanwhile), then upload it.
 async fn small_prefix(
     repo: &Repository,
     prefix: &Path,
     topts: &TarballOptions,
     buildinfo: &BuildinfoFn,
-    jobs: &Semaphore,
+    jobs: &Arc<Semaphore>,
 ) -> Result<MadeLayer> {
-    let (bytes, info) = {
-        let _permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
-        let (prefix, mut topts, buildinfo) =
-            (prefix.to_path_buf(), topts.clone(), buildinfo.clone());
-        let cancel = CancelOnDrop::default();
-        if topts.cancel.is_none() {
-            topts.cancel = Some(cancel.0.clone());
-        }
-        let built = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            tarball::write_tarball(&prefix, &topts, |l| buildinfo(l), &mut out)
-                .map(|info| (out, info))
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("tarball task failed: {e}")))??;
-        drop(cancel);
-        built
-    };
+    let (prefix, bi) = (prefix.to_path_buf(), buildinfo.clone());
+    let (bytes, info) = archive(jobs, topts, move |t| {
+        let mut out = Vec::new();
+        tarball::write_tarball(&prefix, &t, |l| bi(l), &mut out).map(|info| (out, info))
+    })
+    .await?;
     let digest = info.compressed_digest.clone();
     // No HEAD: for a small blob, uploading it again costs less than asking.
     repo.upload_blob(&BlobSource::Bytes(Bytes::from(bytes)), &digest, true)
         .await?;
-    Ok(MadeLayer {
-        info: LayerInfo {
-            digest,
-            diff_id: info.uncompressed_digest.clone(),
-            size: info.compressed_size,
-        },
-        uploaded: true,
-        relocation: Some(info.relocation),
-    })
+    Ok(MadeLayer::of(digest, info, true))
 }
 
-/// Sets its flag when dropped: tells a tarball thread that its future is gone.
-#[derive(Default)]
-struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Registries that cap request sizes or do not take streamed PATCH answer with these.
-fn streaming_unsupported(e: &Error) -> bool {
-    matches!(e.status(), Some(400 | 405 | 411 | 413 | 416 | 501))
-}
-
-/// Archive a prefix on a blocking thread and stream it into a PATCH upload. Retried as a
-/// whole (the tarball is reproducible, so a retry sends the same bytes).
+/// Archive a prefix on a blocking thread and stream it into the upload (resumed by
+/// archiving again, see [`TarballStream`]).
 async fn stream_prefix(
     repo: &Repository,
     prefix: &Path,
     topts: &TarballOptions,
     buildinfo: &BuildinfoFn,
-    jobs: &Semaphore,
+    jobs: &Arc<Semaphore>,
 ) -> Result<MadeLayer> {
-    // One retry state for the whole layer: its POSTs and whole-stream retries share it.
-    let mut retrier = repo.client().retrier();
-    let what = format!(
-        "uploading the tarball of {} to {}",
-        prefix.display(),
-        repo.name()
-    );
-    loop {
-        // Open the upload session before taking a CPU slot: the slot is for archiving, not for
-        // waiting on the network. It is given back as soon as the tarball is written.
-        let (location, _) = repo.start_upload_with(&what, &mut retrier).await?;
-        let permit = jobs.acquire().await.map_err(|_| Error::cancelled())?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
-        let (prefix_c, topts_c, bi) = (prefix.to_path_buf(), topts.clone(), buildinfo.clone());
-        let builder = tokio::task::spawn_blocking(move || {
-            let mut w = ChannelWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(STREAM_CHUNK),
-            };
-            let r =
-                tarball::write_tarball(&prefix_c, &topts_c, |l| bi(l), &mut w).and_then(|info| {
-                    w.flush()
-                        .map(|()| info)
-                        .map_err(|e| Error::new(ErrorKind::Transport, format!("streaming: {e}")))
-                });
-            if let Err(e) = &r {
-                // Make the HTTP body fail so the registry never sees a complete blob.
-                let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-            }
-            r
-        });
-        let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-        let info_slot: Arc<Mutex<Option<TarballInfo>>> = Arc::default();
-        let slot = info_slot.clone();
-        let builder_result: Arc<Mutex<Option<Error>>> = Arc::default();
-        let br = builder_result.clone();
-        let finish = async move {
-            let built = builder.await;
-            drop(permit);
-            match built {
-                Ok(Ok(info)) => {
-                    let d = info.compressed_digest.clone();
-                    *slot.lock().expect("slot") = Some(info);
-                    Ok(d)
-                }
-                Ok(Err(e)) => {
-                    *br.lock().expect("slot") = Some(e.clone());
-                    Err(e)
-                }
-                Err(e) => Err(Error::new(
-                    ErrorKind::Io,
-                    format!("tarball task failed: {e}"),
-                )),
-            }
-        };
-        let result = repo.upload_stream_to(location, body, finish, &what).await;
-        match result {
-            Ok(digest) => {
-                let info = info_slot
-                    .lock()
-                    .expect("slot")
-                    .take()
-                    .expect("tarball info");
-                debug_assert_eq!(digest, info.compressed_digest);
-                return Ok(MadeLayer {
-                    info: LayerInfo {
-                        digest,
-                        diff_id: info.uncompressed_digest.clone(),
-                        size: info.compressed_size,
-                    },
-                    uploaded: true,
-                    relocation: Some(info.relocation),
-                });
-            }
-            Err(e) => {
-                // A tarball error (unreadable file, …) is the real cause and is final.
-                if let Some(be) = builder_result.lock().expect("slot").take() {
-                    return Err(be);
-                }
-                retrier.wait(e, &what).await?;
-            }
-        }
-    }
+    let source = TarballStream::new(prefix, topts, buildinfo, jobs);
+    let digest = repo
+        .upload_source(&source)
+        .await
+        .map_err(|e| e.context(format!("uploading the tarball of {}", prefix.display())))?;
+    let info = source
+        .info()
+        .ok_or_else(|| Error::new(ErrorKind::Io, "the tarball was not completed"))?;
+    debug_assert_eq!(digest, info.compressed_digest);
+    Ok(MadeLayer::of(digest, info, true))
 }

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
+use crate::registry::Repository;
 use crate::tarball::{RelocationLists, TarballOptions};
 use crate::transport::Client;
 use image::{put_image, Reupload};
@@ -210,16 +211,31 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         options,
         progress,
     } = plan;
-    let target = client.repository(&target);
-    let base_image = base_image.map(|b| client.repository(&b));
-    let emit = |p: Progress| {
-        if let Some(f) = &progress {
-            f(p);
-        }
+    let mut run = Run {
+        target: client.repository(&target),
+        base_image: base_image.map(|b| client.repository(&b)),
+        slots: items.iter().map(ItemResult::new).collect(),
+        skipped: vec![false; items.len()],
+        items,
+        layers: known_layers,
+        jobs: Arc::new(Semaphore::new(options.jobs.max(1))),
+        options,
+        progress,
     };
-    let mut slots: Vec<ItemResult> = items
-        .iter()
-        .map(|it| ItemResult {
+    run.check_local();
+    run.find_existing().await;
+    run.make_layers().await;
+    let needs_manifest: Vec<usize> = (0..run.items.len())
+        .filter(|&i| !run.skipped[i] && run.slots[i].status != ItemStatus::Failed)
+        .collect();
+    let bases = run.bases(&needs_manifest).await;
+    run.put_images(&needs_manifest, &bases).await;
+    run.slots
+}
+
+impl ItemResult {
+    fn new(it: &PushItem) -> Self {
+        Self {
             key: it.key.clone(),
             tag: it.tag.clone(),
             status: ItemStatus::Pushed,
@@ -230,152 +246,190 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
             relocation: None,
             error: None,
             layer_seconds: 0.0,
-        })
-        .collect();
-    let mut layers: HashMap<String, LayerInfo> = known_layers;
+        }
+    }
 
-    // (1) What exists already.
-    let mut skipped = vec![false; items.len()];
-    if !options.force {
-        let existing = existing_layers(&target, &items).await;
-        for (i, found) in existing.into_iter().enumerate() {
-            if let Some(info) = found {
-                skipped[i] = true;
-                slots[i].status = ItemStatus::Skipped;
-                slots[i].layer = Some(info.clone());
-                layers.insert(items[i].key.clone(), info);
+    fn fail(&mut self, e: Error) {
+        self.status = ItemStatus::Failed;
+        self.error = Some(e);
+    }
+}
+
+/// The state of one push between its phases.
+struct Run {
+    target: Repository,
+    base_image: Option<Repository>,
+    items: Vec<PushItem>,
+    slots: Vec<ItemResult>,
+    /// Items with nothing more to do (their tag exists, or they failed locally).
+    skipped: Vec<bool>,
+    layers: HashMap<String, LayerInfo>,
+    options: PushOptions,
+    jobs: Arc<Semaphore>,
+    progress: Option<ProgressFn>,
+}
+
+type Bases = HashMap<String, Result<(Value, Value)>>;
+
+impl Run {
+    fn emit(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(p);
+        }
+    }
+
+    /// (0) Local before remote: an item whose tarball or prefix cannot be read fails now,
+    /// and sends no request.
+    fn check_local(&mut self) {
+        for (i, item) in self.items.iter().enumerate() {
+            if let Err(e) = item.layer.as_ref().map_or(Ok(()), plan::check_local) {
+                self.skipped[i] = true;
+                self.slots[i].fail(e);
             }
         }
     }
-    emit(Progress::Planned {
-        total: items.len(),
-        to_push: skipped.iter().filter(|s| !**s).count(),
-    });
 
-    // (2) Layers.
-    let jobs = Arc::new(Semaphore::new(options.jobs.max(1)));
-    let layer_tasks = items
-        .iter()
-        .enumerate()
-        .filter(|(i, it)| !skipped[*i] && it.layer.is_some())
-        .map(|(i, it)| {
-            let jobs = jobs.clone();
-            let options = options.clone();
-            let target = target.clone();
-            let source = it.layer.clone().expect("filtered");
-            async move {
+    /// (1) What exists already.
+    async fn find_existing(&mut self) {
+        if !self.options.force && self.skipped.iter().any(|s| !*s) {
+            let existing = existing_layers(&self.target, &self.items).await;
+            for (i, found) in existing.into_iter().enumerate() {
+                if let Some(info) = found.filter(|_| !self.skipped[i]) {
+                    self.skipped[i] = true;
+                    self.slots[i].status = ItemStatus::Skipped;
+                    self.slots[i].layer = Some(info.clone());
+                    self.layers.insert(self.items[i].key.clone(), info);
+                }
+            }
+        }
+        self.emit(Progress::Planned {
+            total: self.items.len(),
+            to_push: self.skipped.iter().filter(|s| !**s).count(),
+        });
+    }
+
+    /// (2) Layers, made and uploaded concurrently (CPU work `jobs` at a time).
+    async fn make_layers(&mut self) {
+        let this = &*self;
+        let tasks = this
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(i, it)| !this.skipped[*i] && it.layer.is_some())
+            .map(|(i, it)| async move {
                 let start = Instant::now();
-                let r = make_layer(&target, &source, &options, &jobs).await;
+                let source = it.layer.as_ref().expect("filtered");
+                let r = make_layer(&this.target, source, &this.options, &this.jobs).await;
                 (i, r, start.elapsed())
+            })
+            .collect::<Vec<_>>();
+        let outcomes: Vec<_> = stream::iter(tasks)
+            .buffer_unordered(this.items.len().max(1))
+            .collect()
+            .await;
+        for (i, outcome, elapsed) in outcomes {
+            let (key, tag) = (self.items[i].key.clone(), self.items[i].tag.clone());
+            self.slots[i].layer_seconds = elapsed.as_secs_f64();
+            match outcome {
+                Ok(made) => {
+                    self.emit(Progress::LayerDone {
+                        key: key.clone(),
+                        tag,
+                        digest: made.info.digest.clone(),
+                        size: made.info.size,
+                        seconds: elapsed.as_secs_f64(),
+                    });
+                    let slot = &mut self.slots[i];
+                    slot.layer = Some(made.info.clone());
+                    slot.layer_uploaded = made.uploaded;
+                    slot.relocation = made.relocation;
+                    self.layers.insert(key, made.info);
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    self.emit(Progress::LayerFailed { key, tag, error });
+                    self.slots[i].fail(e);
+                }
+            }
+        }
+    }
+
+    /// (3) Base images per architecture, only for items that still need a manifest.
+    async fn bases(&self, needs_manifest: &[usize]) -> Bases {
+        let archs: BTreeSet<String> = needs_manifest
+            .iter()
+            .map(|&i| self.items[i].architecture.clone())
+            .collect();
+        let mut bases = Bases::new();
+        for arch in archs {
+            let base = match &self.base_image {
+                None => Ok((default_manifest(), default_config(&arch, "linux"))),
+                Some(b) => self.target.copy_missing_layers(b, &arch).await,
+            };
+            bases.insert(arch, base);
+        }
+        bases
+    }
+
+    /// (4) Configs and manifests. A layer that vanished before its manifest went up is
+    /// made again from its source (see `Reupload`).
+    async fn put_all(
+        &self,
+        needs_manifest: &[usize],
+        bases: &Bases,
+    ) -> Vec<(usize, Result<(Digest, u64)>)> {
+        let reupload = Reupload {
+            sources: self
+                .items
+                .iter()
+                .zip(&self.slots)
+                .filter_map(|(it, s)| Some((s.layer.as_ref()?.digest.clone(), it.layer.as_ref()?)))
+                .collect(),
+            base_image: self.base_image.as_ref(),
+            options: &self.options,
+            jobs: &self.jobs,
+        };
+        let tasks = needs_manifest.iter().map(|&i| {
+            let item = &self.items[i];
+            let (layers, reupload) = (&self.layers, &reupload);
+            async move {
+                let r = match &bases[&item.architecture] {
+                    Ok((bm, bc)) => put_image(&self.target, item, (bm, bc), layers, reupload).await,
+                    Err(e) => Err(e
+                        .clone()
+                        .context(format!("base image for {}", item.architecture))),
+                };
+                (i, r)
             }
         });
-    let outcomes: Vec<_> = stream::iter(layer_tasks.collect::<Vec<_>>())
-        .buffer_unordered(items.len().max(1))
-        .collect()
-        .await;
-    for (i, outcome, elapsed) in outcomes {
-        let item = &items[i];
-        let slot = &mut slots[i];
-        slot.layer_seconds = elapsed.as_secs_f64();
-        match outcome {
-            Ok(made) => {
-                emit(Progress::LayerDone {
-                    key: item.key.clone(),
-                    tag: item.tag.clone(),
-                    digest: made.info.digest.clone(),
-                    size: made.info.size,
-                    seconds: slot.layer_seconds,
-                });
-                slot.layer = Some(made.info.clone());
-                slot.layer_uploaded = made.uploaded;
-                slot.relocation = made.relocation;
-                layers.insert(item.key.clone(), made.info);
-            }
-            Err(e) => {
-                emit(Progress::LayerFailed {
-                    key: item.key.clone(),
-                    tag: item.tag.clone(),
-                    error: e.to_string(),
-                });
-                slot.status = ItemStatus::Failed;
-                slot.error = Some(e);
-            }
-        }
+        stream::iter(tasks.collect::<Vec<_>>())
+            .buffer_unordered(64)
+            .collect()
+            .await
     }
 
-    // (3) Base images per architecture, only for items that still need a manifest.
-    let needs_manifest: Vec<usize> = (0..items.len())
-        .filter(|&i| !skipped[i] && slots[i].status != ItemStatus::Failed)
-        .collect();
-    let archs: BTreeSet<String> = needs_manifest
-        .iter()
-        .map(|&i| items[i].architecture.clone())
-        .collect();
-    let mut bases: HashMap<String, std::result::Result<(Value, Value), Error>> = HashMap::new();
-    for arch in archs {
-        let base = match &base_image {
-            None => Ok((default_manifest(), default_config(&arch, "linux"))),
-            Some(b) => target.copy_missing_layers(b, &arch).await,
-        };
-        bases.insert(arch, base);
-    }
-
-    // (4) Configs and manifests. A layer that vanished before its manifest went up is
-    // made again from its source (see `Reupload`).
-    let reupload = Reupload {
-        sources: items
-            .iter()
-            .zip(&slots)
-            .filter_map(|(it, s)| Some((s.layer.as_ref()?.digest.clone(), it.layer.as_ref()?)))
-            .collect(),
-        base_image: base_image.as_ref(),
-        options: &options,
-        jobs: &jobs,
-    };
-    let manifest_tasks = needs_manifest.iter().map(|&i| {
-        let item = &items[i];
-        let base = &bases[&item.architecture];
-        let layers = &layers;
-        let target = &target;
-        let reupload = &reupload;
-        async move {
-            let r = match base {
-                Ok((bm, bc)) => put_image(target, item, (bm, bc), layers, reupload).await,
-                Err(e) => Err(e
-                    .clone()
-                    .context(format!("base image for {}", item.architecture))),
-            };
-            (i, r)
-        }
-    });
-    let outcomes: Vec<_> = stream::iter(manifest_tasks.collect::<Vec<_>>())
-        .buffer_unordered(64)
-        .collect()
-        .await;
-    for (i, r) in outcomes {
-        let item = &items[i];
-        let slot = &mut slots[i];
-        match r {
-            Ok((digest, size)) => {
-                emit(Progress::ManifestDone {
-                    key: item.key.clone(),
-                    tag: item.tag.clone(),
-                    digest: digest.clone(),
-                });
-                slot.manifest_digest = Some(digest);
-                slot.manifest_size = Some(size);
-                slot.status = ItemStatus::Pushed;
-            }
-            Err(e) => {
-                emit(Progress::ManifestFailed {
-                    key: item.key.clone(),
-                    tag: item.tag.clone(),
-                    error: e.to_string(),
-                });
-                slot.status = ItemStatus::Failed;
-                slot.error = Some(e);
+    async fn put_images(&mut self, needs_manifest: &[usize], bases: &Bases) {
+        let outcomes = self.put_all(needs_manifest, bases).await;
+        for (i, r) in outcomes {
+            let (key, tag) = (self.items[i].key.clone(), self.items[i].tag.clone());
+            match r {
+                Ok((digest, size)) => {
+                    self.emit(Progress::ManifestDone {
+                        key,
+                        tag,
+                        digest: digest.clone(),
+                    });
+                    let slot = &mut self.slots[i];
+                    slot.manifest_digest = Some(digest);
+                    slot.manifest_size = Some(size);
+                    slot.status = ItemStatus::Pushed;
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    self.emit(Progress::ManifestFailed { key, tag, error });
+                    self.slots[i].fail(e);
+                }
             }
         }
     }
-    slots
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict};
 
@@ -24,7 +23,7 @@ pub(crate) fn credential_provider(
         for (k, v) in d.iter() {
             let registry: String = k.extract()?;
             let (user, password): (String, String) = v.extract().map_err(|_| {
-                PyTypeError::new_err(format!(
+                super::errors::invalid_argument(format!(
                     "credentials for {registry} must be a (username, password) tuple"
                 ))
             })?;
@@ -36,10 +35,12 @@ pub(crate) fn credential_provider(
         for (k, v) in d.iter() {
             let registry: String = k.extract()?;
             let token: String = v.extract().map_err(|_| {
-                PyTypeError::new_err(format!("the access token for {registry} must be a str"))
+                super::errors::invalid_argument(format!(
+                    "the access token for {registry} must be a str"
+                ))
             })?;
             if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
-                return Err(PyValueError::new_err(format!(
+                return Err(super::errors::invalid_argument(format!(
                     "the access token for {registry} is empty or holds spaces or control \
                      characters"
                 )));
@@ -64,7 +65,9 @@ pub(crate) fn credential_provider(
         }
         Some(v) => {
             let path: PathBuf = v.extract().map_err(|_| {
-                PyTypeError::new_err("docker_config must be a bool or the path of a config.json")
+                super::errors::invalid_argument(
+                    "docker_config must be a bool or the path of a config.json",
+                )
             })?;
             Some(DockerConfig::from_file(path))
         }

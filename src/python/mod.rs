@@ -92,7 +92,7 @@ impl Client {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(pyo3::exceptions::PyValueError::new_err(format!(
+                Err(errors::invalid_argument(format!(
                     "{name} must be positive, not {v}"
                 )))
             }

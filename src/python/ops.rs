@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use serde_json::Value;
@@ -16,6 +15,10 @@ use super::{client_for, Client};
 use crate::digest::Digest;
 use crate::reference::{self, Reference};
 use crate::registry::{to_compact_json, BlobSource};
+
+// The `concurrency = 64` defaults below are `DEFAULT_INDEX_CONCURRENCY` (a literal, so that
+// the signature Python sees shows it); this fails to compile if they drift apart.
+const _: () = assert!(crate::index::DEFAULT_INDEX_CONCURRENCY == 64);
 
 pub(crate) fn parse_ref(py: Python<'_>, s: &str) -> PyResult<Reference> {
     Reference::parse(s).into_py_result(py)
@@ -32,7 +35,7 @@ pub(crate) fn to_value(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Value
         .call_method1("dumps", (obj,))?
         .extract()?;
     serde_json::from_str(&text)
-        .map_err(|e| PyTypeError::new_err(format!("not JSON-compatible: {e}")))
+        .map_err(|e| super::errors::invalid_argument(format!("not JSON-compatible: {e}")))
 }
 
 /// A serde value as a Python object (via `json.loads`).
@@ -233,7 +236,9 @@ fn upload_blob(
     } else if let Ok(p) = data.extract::<PathBuf>() {
         BlobSource::File(p)
     } else {
-        return Err(PyTypeError::new_err("data must be bytes or a path"));
+        return Err(super::errors::invalid_argument(
+            "data must be bytes or a path",
+        ));
     };
     let given = digest.map(|d| parse_digest(py, d)).transpose()?;
     let c = client_for(py, client)?;
@@ -364,7 +369,7 @@ pub struct IndexConfigs {
 
 /// List tags and fetch the config of every spec tag concurrently.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = crate::index::DEFAULT_INDEX_CONCURRENCY, previous = None, client = None))]
+#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
 fn build_index(
     py: Python<'_>,
     r#ref: &str,
@@ -719,7 +724,7 @@ fn get_manifest_and_config_async<'py>(
 
 /// Async `build_index`.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = crate::index::DEFAULT_INDEX_CONCURRENCY, previous = None, client = None))]
+#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
 fn build_index_async<'py>(
     py: Python<'py>,
     r#ref: &str,

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
@@ -19,6 +18,7 @@ use crate::push::{
     PushOptions, PushPlan,
 };
 use crate::tarball::{RelocationLists, TarballOptions};
+use crate::transport::limits::StatsSnapshot;
 
 /// One image to push: its tag, its layer (a finished tarball or an install prefix to
 /// archive) and what goes into its config and manifest.
@@ -76,7 +76,7 @@ impl PushItem {
         annotations: Option<Py<PyDict>>,
     ) -> PyResult<Self> {
         if tarball.is_some() && prefix.is_some() {
-            return Err(PyValueError::new_err(format!(
+            return Err(super::errors::invalid_argument(format!(
                 "{tag}: give either tarball= or prefix=, not both"
             )));
         }
@@ -135,6 +135,12 @@ pub struct PushResult {
     relocate_textfiles: Option<Vec<String>>,
     error: Option<Py<PyAny>>,
     seconds: f64,
+    /// Push-wide (the same on every result of one push): requests the registry refused with
+    /// 429/503, seconds spent waiting for it, uploads continued from an offset, retries.
+    throttled: u64,
+    throttle_wait: f64,
+    resumed: u64,
+    retries: u64,
 }
 
 #[pymethods]
@@ -153,7 +159,7 @@ fn dict_to_map(
 ) -> PyResult<Option<serde_json::Map<String, Value>>> {
     d.map(|d| match to_value(py, d.bind(py).as_any())? {
         Value::Object(m) => Ok(m),
-        _ => Err(PyValueError::new_err("expected a dict")),
+        _ => Err(super::errors::invalid_argument("expected a dict")),
     })
     .transpose()
 }
@@ -271,7 +277,7 @@ fn push(
         compression,
     )?;
     let c = client_for(py, client)?;
-    let results = block_on(py, async move { core::push(&c, plan).await })?;
+    let results = block_on(py, push_counted(c, plan))?;
     Ok(to_results(py, results))
 }
 
@@ -324,8 +330,56 @@ fn push_async<'py>(
     )?;
     let c = client_for(py, client)?;
     super::runtime::future_into_py(py, async move {
-        let results = core::push(&c, plan).await;
+        let results = push_counted(c, plan).await;
         Ok(Python::attach(|py| to_results(py, results)))
+    })
+}
+
+/// The engine's item for a Python `PushItem`.
+fn core_item(
+    py: Python<'_>,
+    it: &PushItem,
+    fast: bool,
+    dump: Option<&Py<PyAny>>,
+) -> PyResult<CoreItem> {
+    let layer = if let Some(t) = &it.tarball {
+        Some(LayerSource::Tarball {
+            path: t.clone(),
+            diff_id: it
+                .diff_id
+                .as_deref()
+                .map(|d| parse_digest(py, d))
+                .transpose()?,
+        })
+    } else {
+        it.prefix.as_ref().map(|p| LayerSource::Prefix {
+            path: p.clone(),
+            options: TarballOptions {
+                prefixes_to_relocate: it.prefixes_to_relocate.clone(),
+                fast,
+                compression_level: if fast {
+                    crate::tarball::FAST_COMPRESSION_LEVEL
+                } else {
+                    crate::tarball::DEFAULT_COMPRESSION_LEVEL
+                },
+                ..TarballOptions::default()
+            },
+            buildinfo: buildinfo_fn(
+                it.buildinfo.as_ref().map(|b| b.clone_ref(py)),
+                dump.map(|f| f.clone_ref(py)),
+            ),
+        })
+    };
+    Ok(CoreItem {
+        key: it.key.clone(),
+        tag: it.tag.clone(),
+        layer,
+        layers: it.layers.clone(),
+        architecture: it.architecture.clone(),
+        env: it.env.clone(),
+        extra_config: dict_to_map(py, it.extra_config.as_ref())?,
+        fill_checksum: it.fill_checksum,
+        annotations: dict_to_map(py, it.annotations.as_ref())?,
     })
 }
 
@@ -368,45 +422,7 @@ fn build_plan(
                 &crate::Error::invalid_input(format!("duplicate item key {:?}", it.key)),
             ));
         }
-        let layer = if let Some(t) = &it.tarball {
-            Some(LayerSource::Tarball {
-                path: t.clone(),
-                diff_id: it
-                    .diff_id
-                    .as_deref()
-                    .map(|d| parse_digest(py, d))
-                    .transpose()?,
-            })
-        } else {
-            it.prefix.as_ref().map(|p| LayerSource::Prefix {
-                path: p.clone(),
-                options: TarballOptions {
-                    prefixes_to_relocate: it.prefixes_to_relocate.clone(),
-                    fast,
-                    compression_level: if fast {
-                        crate::tarball::FAST_COMPRESSION_LEVEL
-                    } else {
-                        crate::tarball::DEFAULT_COMPRESSION_LEVEL
-                    },
-                    ..TarballOptions::default()
-                },
-                buildinfo: buildinfo_fn(
-                    it.buildinfo.as_ref().map(|b| b.clone_ref(py)),
-                    buildinfo_dump.as_ref().map(|f| f.clone_ref(py)),
-                ),
-            })
-        };
-        core_items.push(CoreItem {
-            key: it.key.clone(),
-            tag: it.tag.clone(),
-            layer,
-            layers: it.layers.clone(),
-            architecture: it.architecture.clone(),
-            env: it.env.clone(),
-            extra_config: dict_to_map(py, it.extra_config.as_ref())?,
-            fill_checksum: it.fill_checksum,
-            annotations: dict_to_map(py, it.annotations.as_ref())?,
-        });
+        core_items.push(core_item(py, it, fast, buildinfo_dump.as_ref())?);
     }
     let mut known = HashMap::new();
     for (k, (digest, diff_id, size)) in known_layers.unwrap_or_default() {
@@ -438,10 +454,27 @@ fn build_plan(
     })
 }
 
-fn to_results(py: Python<'_>, results: Vec<core::ItemResult>) -> Vec<PushResult> {
+/// Run a push, with what rate limiting and interruptions cost it.
+async fn push_counted(
+    c: crate::transport::Client,
+    plan: PushPlan,
+) -> (Vec<core::ItemResult>, StatsSnapshot) {
+    let before = c.stats();
+    let results = core::push(&c, plan).await;
+    (results, c.stats().since(&before))
+}
+
+fn to_results(
+    py: Python<'_>,
+    (results, stats): (Vec<core::ItemResult>, StatsSnapshot),
+) -> Vec<PushResult> {
     results
         .into_iter()
         .map(|r| PushResult {
+            throttled: stats.throttled,
+            throttle_wait: stats.waited.as_secs_f64(),
+            resumed: stats.resumed,
+            retries: stats.retried,
             status: r.status.as_str().to_string(),
             manifest_digest: r.manifest_digest.as_ref().map(Digest::to_string),
             manifest_size: r.manifest_size,

@@ -51,17 +51,38 @@ where
     F: Future<Output = T> + Send,
     T: Send,
 {
+    block_on_with(py, fut, None::<fn()>)
+}
+
+/// [`block_on`], the one Ctrl-C loop. With `stop`, a signal calls it instead of dropping the
+/// future, and the future runs to its end (which `stop` makes soon: a blocking thread that
+/// must clean up first) before the `KeyboardInterrupt` is raised.
+pub fn block_on_with<F, T, S>(py: Python<'_>, fut: F, mut stop: Option<S>) -> PyResult<T>
+where
+    F: Future<Output = T> + Send,
+    T: Send,
+    S: FnOnce() + Send,
+{
     let rt = runtime();
     py.detach(|| {
         rt.block_on(async {
             tokio::pin!(fut);
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut interrupt: Option<PyErr> = None;
             loop {
                 tokio::select! {
-                    out = &mut fut => return Ok(out),
-                    _ = tick.tick() => {
-                        check_signals()?;
+                    out = &mut fut => return interrupt.map_or(Ok(out), Err),
+                    _ = tick.tick(), if interrupt.is_none() => {
+                        if let Err(e) = check_signals() {
+                            match stop.take() {
+                                Some(stop) => {
+                                    stop();
+                                    interrupt = Some(e);
+                                }
+                                None => return Err(e),
+                            }
+                        }
                     }
                 }
             }

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
@@ -13,9 +11,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use super::errors::to_pyerr;
 use crate::error::{Error, ErrorKind};
 use crate::tarball::{self, RelocationLists, TarballInfo as Info, TarballOptions};
-
-/// How often the waiting thread runs Python's signal handlers.
-const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// What `create_tarball` wrote: checksums, sizes and the relocation lists.
 #[pyclass(module = "spack_oci_rs._native", name = "TarballInfo", frozen)]
@@ -125,7 +120,7 @@ pub(crate) fn dump_buildinfo(
     } else if let Ok(s) = out.cast::<PyString>() {
         Ok(s.to_str()?.as_bytes().to_vec())
     } else {
-        Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        Err(super::errors::invalid_argument(format!(
             "dump must return bytes or str, not {}",
             out.get_type().name()?
         )))
@@ -152,42 +147,24 @@ fn create_tarball(
         cancel: Some(cancel.clone()),
         ..TarballOptions::new(prefixes_to_relocate)
     };
-    let (result, dump_error, interrupt) = py.detach(|| {
-        std::thread::scope(|scope| {
-            let (done_tx, done_rx) = mpsc::channel::<()>();
-            let worker = scope.spawn(|| {
-                let mut dump_error: Option<PyErr> = None;
-                let result = tarball::create_tarball_file(&prefix, &dest, &opts, |lists| {
-                    Python::attach(|py| dump_buildinfo(py, Some(&buildinfo), dump.as_ref(), lists))
-                        .map_err(|e| {
-                            dump_error = Some(e);
-                            Error::new(ErrorKind::InvalidInput, "serializing buildinfo failed")
-                        })
-                });
-                drop(done_tx);
-                (result, dump_error)
+    let build = async move {
+        tokio::task::spawn_blocking(move || {
+            let mut dump_error: Option<PyErr> = None;
+            let result = tarball::create_tarball_file(&prefix, &dest, &opts, |lists| {
+                Python::attach(|py| dump_buildinfo(py, Some(&buildinfo), dump.as_ref(), lists))
+                    .map_err(|e| {
+                        dump_error = Some(e);
+                        Error::new(ErrorKind::InvalidInput, "serializing buildinfo failed")
+                    })
             });
-            // Stay responsive to Ctrl-C: run the signal handlers every 100 ms; an exception
-            // from one (KeyboardInterrupt) stops the build, which removes its temp file.
-            let mut interrupt: Option<PyErr> = None;
-            while let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(SIGNAL_POLL) {
-                if interrupt.is_none() {
-                    #[allow(clippy::redundant_closure_for_method_calls)] // lifetimes
-                    if let Err(e) = Python::attach(|py| py.check_signals()) {
-                        interrupt = Some(e);
-                        cancel.store(true, Ordering::Relaxed);
-                    }
-                }
-            }
-            let (result, dump_error) = worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (result, dump_error, interrupt)
+            (result, dump_error)
         })
-    });
-    if let Some(e) = interrupt {
-        return Err(e);
-    }
+        .await
+    };
+    // Ctrl-C stops the build, which removes its temp file, before KeyboardInterrupt is raised.
+    let stop = move || cancel.store(true, Ordering::Relaxed);
+    let (result, dump_error) = super::runtime::block_on_with(py, build, Some(stop))?
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     match result {
         Ok(info) => Ok(TarballInfo { info }),
         Err(e) => Err(dump_error.unwrap_or_else(|| to_pyerr(py, &e))),

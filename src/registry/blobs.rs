@@ -288,7 +288,7 @@ impl Repository {
                             "{what}: asked for bytes from {offset}, received Content-Range {:?}",
                             resp.header("content-range").unwrap_or("")
                         ))
-                        .with_retryable(true),
+                        .with_cause(crate::error::Cause::BadRange),
                     ));
                 }
                 outcome.resumed += 1;
@@ -301,7 +301,7 @@ impl Repository {
                         416,
                         Vec::new(),
                     )
-                    .with_retryable(true),
+                    .with_cause(crate::error::Cause::BadRange),
                 ));
             }
             _ => return Err(Interrupted::Fatal(error_from_response(resp, what).await)),

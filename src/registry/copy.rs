@@ -1,17 +1,68 @@
 //! Blob copies between repositories: cross-repository mounts, streamed copies, and the
 //! layers of a base image.
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use futures_util::FutureExt;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::uploads::with_digest_param;
+use super::session::Mode;
+use super::uploads::{Opened, UploadSource};
 use super::Repository;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
-use crate::transport::error_from_response;
+use crate::transport::{error_from_response, transport_error};
+
+/// A blob of another repository as an upload source: its download, from any offset.
+struct RemoteBlob<'a> {
+    src: &'a Repository,
+    digest: Digest,
+    size: u64,
+}
+
+impl UploadSource for RemoteBlob<'_> {
+    fn size(&self) -> Option<u64> {
+        Some(self.size)
+    }
+
+    fn digest(&self) -> Option<Digest> {
+        Some(self.digest.clone())
+    }
+
+    fn open(&self, offset: u64) -> BoxFuture<'_, Result<Opened>> {
+        async move {
+            let what = format!("fetching blob {} from {}", self.digest, self.src.name());
+            let url = self.src.reference.blob_url(&self.digest);
+            let req = self.src.request(Method::GET, url, false, &what);
+            let resp = self.src.client.send(&req).await?;
+            if !resp.status().is_success() {
+                return Err(error_from_response(resp, &what).await);
+            }
+            // Skip what the destination holds already (the registry checks the digest).
+            let mut skip = offset;
+            let stream = resp.inner.bytes_stream().filter_map(move |chunk| {
+                let out = match chunk {
+                    Ok(mut b) => {
+                        let n = (skip.min(b.len() as u64)) as usize;
+                        skip -= n as u64;
+                        let rest = b.split_off(n);
+                        (!rest.is_empty()).then_some(Ok(rest))
+                    }
+                    Err(e) => Some(Err(std::io::Error::other(transport_error(&what, &e)))),
+                };
+                futures_util::future::ready(out)
+            });
+            let digest = self.digest.clone();
+            Ok(Opened {
+                stream: stream.boxed(),
+                finish: futures_util::future::ready(Ok(digest)).boxed(),
+            })
+        }
+        .boxed()
+    }
+}
 
 impl Repository {
     /// Try a cross-repository mount of `digest` from `from` into this repository (same
@@ -39,7 +90,7 @@ impl Repository {
                     drop(resp);
                     if let Ok(u) = self.resolve(&loc) {
                         let del = self.request(Method::DELETE, u.to_string(), true, &what);
-                        let _ = self.client.send_no_retry(&del).await;
+                        let _ = self.client.send(&del).await;
                     }
                 }
                 Ok(false)
@@ -52,49 +103,27 @@ impl Repository {
     /// are on one registry, else stream the download straight into a monolithic upload (the
     /// registry verifies the digest).
     pub async fn copy_blob(&self, src: &Repository, digest: &Digest, size: u64) -> Result<()> {
-        let (src, dst) = (&src.reference, &self.reference);
-        if src.domain == dst.domain
-            && src.scheme == dst.scheme
-            && self.mount_blob(digest, src).await?
+        let (from, to) = (&src.reference, &self.reference);
+        if from.domain == to.domain
+            && from.scheme == to.scheme
+            && self.mount_blob(digest, from).await?
         {
             return Ok(());
         }
-        let what = format!(
-            "copying blob {digest} from {} to {}",
-            src.repository(),
-            dst.repository()
-        );
-        let mut retrier = self.client.retrier();
-        loop {
-            let result = async {
-                let get = super::request(src, Method::GET, src.blob_url(digest), false, &what);
-                let resp = self.client.send_with(&get, &mut retrier).await?;
-                if resp.status().as_u16() != 200 {
-                    return Err(error_from_response(resp, &what).await);
-                }
-                let (location, _) = self.start_upload_with(&what, &mut retrier).await?;
-                let put = self
-                    .request(
-                        Method::PUT,
-                        with_digest_param(location, digest).to_string(),
-                        true,
-                        &what,
-                    )
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, &size.to_string());
-                let body = reqwest::Body::wrap_stream(resp.inner.bytes_stream());
-                let resp = self.client.send_stream(&put, body).await?;
-                if resp.status().as_u16() != 201 {
-                    return Err(error_from_response(resp, &what).await);
-                }
-                Ok(())
-            }
-            .await;
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) => retrier.wait(e, &what).await?,
-            }
-        }
+        let remote = RemoteBlob {
+            src,
+            digest: digest.clone(),
+            size,
+        };
+        self.upload(&remote, Mode::Monolithic)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                e.context(format!(
+                    "copying blob {digest} from {}",
+                    src.reference.repository()
+                ))
+            })
     }
 
     /// Copy the layers of the image `src` (for `architecture`) that this repository lacks;

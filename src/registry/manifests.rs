@@ -111,7 +111,7 @@ impl Repository {
             .header(CONTENT_TYPE, media_type)
             .body(Body::Bytes(bytes));
         let resp = self.client.send(&req).await?;
-        if resp.status().as_u16() != 201 {
+        if !resp.status().is_success() {
             let err = error_from_response(resp, &what).await;
             if is_missing_blob_error(&err) {
                 return Err(self.name_missing_blobs(&req, err).await);

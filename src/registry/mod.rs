@@ -15,13 +15,14 @@
 mod blobs;
 mod copy;
 mod manifests;
+mod session;
 mod tags;
 mod uploads;
 pub mod wire;
 
 pub use blobs::FetchOutcome;
 pub use tags::MAX_TAG_PAGE;
-pub use uploads::{BlobSource, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
+pub use uploads::{BlobSource, Opened, UploadSource, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use wire::{
     is_missing_blob_error, referenced_blobs, to_compact_json, Descriptor, ImageManifest, LayerInfo,
     Manifest, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE,

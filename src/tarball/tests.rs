@@ -137,6 +137,7 @@ fn tree() -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)]
 fn order_names_and_digests() {
     let (_tmp, prefix) = tree();
     let p = prefix.to_str().unwrap().to_string();

@@ -47,6 +47,18 @@ struct Dir {
     rel: Vec<u8>,
 }
 
+/// The entries of `dir`, in the order Python's `sorted(os.scandir())` gives them.
+fn list_sorted(dir: &Path, entries: &mut Vec<(OsString, fs::DirEntry)>) -> Result<()> {
+    entries.clear();
+    let read_dir = fs::read_dir(dir).map_err(|e| Error::io("listing directory", dir, &e))?;
+    for entry in read_dir {
+        let entry = entry.map_err(|e| Error::io("listing directory", dir, &e))?;
+        entries.push((entry.file_name(), entry));
+    }
+    names::sort_like_python(entries, |(n, _)| n.as_os_str());
+    Ok(())
+}
+
 /// Walk `prefix`, whose member name components are `base` (non-empty).
 pub(crate) fn walk(prefix: &Path, base: &[&[u8]], visitor: &mut impl Visitor) -> Result<()> {
     for i in 1..base.len() {
@@ -70,14 +82,7 @@ pub(crate) fn walk(prefix: &Path, base: &[&[u8]], visitor: &mut impl Visitor) ->
     while let Some(dir) = stack.pop() {
         visitor.directory(&dir.name)?;
 
-        entries.clear();
-        let read_dir =
-            fs::read_dir(&dir.path).map_err(|e| Error::io("listing directory", &dir.path, &e))?;
-        for entry in read_dir {
-            let entry = entry.map_err(|e| Error::io("listing directory", &dir.path, &e))?;
-            entries.push((entry.file_name(), entry));
-        }
-        names::sort_like_python(&mut entries, |(n, _)| n.as_os_str());
+        list_sorted(&dir.path, &mut entries)?;
 
         for (file_name, entry) in entries.drain(..) {
             let path = entry.path();

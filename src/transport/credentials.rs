@@ -342,6 +342,27 @@ fn run_helper_with_timeout(
     run_program(Path::new(&program), &program, server, timeout)
 }
 
+/// Wait for `child` to exit, killing it after `timeout`.
+fn wait_for(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("did not answer within {}s", timeout.as_secs()));
+            }
+            Err(e) => return Err(format!("waiting: {e}")),
+        }
+    }
+}
 fn run_program(
     path: &Path,
     program: &str,
@@ -387,24 +408,8 @@ fn run_program(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{program} get {server} did not answer within {}s",
-                    timeout.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
-        }
-    };
+    let status =
+        wait_for(&mut child, timeout).map_err(|e| format!("{program} get {server}: {e}"))?;
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     if !status.success() {

@@ -1,31 +1,35 @@
-//! The HTTP layer: one reqwest client (rustls, HTTP/1.1 keep-alive and HTTP/2), a per-registry
-//! concurrency limit, authentication (anonymous, Basic, bearer tokens cached per scope) and
-//! retries with backoff. Registry operations (`crate::registry`) build on [`Client::send`].
+//! The one request path: one reqwest client (rustls, HTTP/1.1 keep-alive and HTTP/2),
+//! per-registry limits ([`limits`]: adaptive concurrency, pacing, `Retry-After` holds),
+//! authentication (anonymous, Basic, bearer tokens cached per scope), an unreachable
+//! registry remembered and reported once, and one retry policy ([`retry`]). Every registry
+//! request goes through [`Client::send`] (an operation of several requests shares one
+//! [`Retrier`]); registry verbs live in `crate::registry`, never here.
 
 pub mod auth;
 pub mod credentials;
+pub mod limits;
 pub mod retry;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{
     HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{Error, ErrorKind, RegistryCode, Result};
+use crate::error::{Cause, Error, ErrorKind, RegistryCode, Result};
 use crate::reference::Scheme;
 use auth::{
     AuthCache, Challenge, CredentialProvider, HostAuth, LoginFailure, Scope, SecretKind,
     StaticCredentials,
 };
-use retry::{is_retryable_status, parse_retry_after, Retrier, RetryPolicy};
+use limits::{Limits, Permit, StatsSnapshot};
+use retry::{is_retryable_status, is_throttle_status, parse_retry_after, Retrier, RetryPolicy};
 
 /// Spack's default `config:connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +41,9 @@ pub const DEFAULT_MAX_CONCURRENCY_PER_REGISTRY: usize = 32;
 pub const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Token responses larger than this are refused.
 pub const MAX_TOKEN_BODY: usize = 1024 * 1024;
+/// A registry found unreachable (connection refused, DNS) fails later requests at once, with
+/// the same error, for this long: it is reported once, not once per request.
+pub const UNREACHABLE_MEMORY: Duration = Duration::from_secs(10);
 
 /// Everything that configures a [`Client`]; defaults in one place.
 #[derive(Clone)]
@@ -97,16 +104,46 @@ impl Default for ClientOptions {
     }
 }
 
-/// A request body that can be sent again on retry.
+/// A request body.
 #[derive(Clone, Debug)]
 pub enum Body {
     Empty,
     Bytes(Bytes),
-    /// A whole file, reopened for every attempt.
+    /// `len` bytes of a file from `offset`, reopened for every attempt.
     File {
         path: PathBuf,
+        offset: u64,
         len: u64,
     },
+    /// A stream, sent once (a request with it is never re-sent as it is).
+    Stream(OnceBody),
+}
+
+/// A streaming body that can be taken once.
+#[derive(Clone, Default)]
+pub struct OnceBody(Arc<Mutex<Option<reqwest::Body>>>);
+
+impl OnceBody {
+    pub fn new(body: reqwest::Body) -> Self {
+        Self(Arc::new(Mutex::new(Some(body))))
+    }
+
+    fn take(&self) -> Option<reqwest::Body> {
+        self.0.lock().expect("body lock").take()
+    }
+}
+
+impl std::fmt::Debug for OnceBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnceBody")
+    }
+}
+
+impl Body {
+    /// Whether the body can be sent again.
+    pub fn replayable(&self) -> bool {
+        !matches!(self, Body::Stream(_))
+    }
 }
 
 /// One request to a registry.
@@ -122,11 +159,16 @@ pub struct Request {
     pub scopes: Vec<Scope>,
     /// For messages: "fetching manifest 127.0.0.1:5000/repo:tag".
     pub what: String,
+    /// Whether sending it twice is harmless even when the first one was interrupted after
+    /// the registry may have acted on part of it (see [`retry::may_resend`]). True except
+    /// for PATCH; upload code clears it for the PUT closing a session.
+    pub idempotent: bool,
 }
 
 impl Request {
     pub fn new(method: Method, url: impl Into<String>, what: impl Into<String>) -> Self {
         Self {
+            idempotent: method != Method::PATCH,
             method,
             url: url.into(),
             headers: HeaderMap::new(),
@@ -156,7 +198,7 @@ impl Request {
 /// A response, holding its registry's concurrency permit until dropped.
 pub struct Response {
     pub inner: reqwest::Response,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
 }
 
 impl Response {
@@ -205,7 +247,9 @@ struct Inner {
     http: reqwest::Client,
     opts: ClientOptions,
     auth: AuthCache,
-    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    limits: Limits,
+    /// Registries found unreachable, with when and the error.
+    unreachable: Mutex<HashMap<String, (Instant, Error)>>,
 }
 
 fn install_crypto_provider() {
@@ -236,7 +280,8 @@ impl Client {
                 http,
                 opts,
                 auth: AuthCache::default(),
-                limits: Mutex::new(HashMap::new()),
+                limits: Limits::default(),
+                unreachable: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -250,42 +295,90 @@ impl Client {
         &self.inner.http
     }
 
-    fn semaphore(&self, host: &str) -> Arc<Semaphore> {
-        let mut limits = self.inner.limits.lock().expect("limits lock");
-        limits
-            .entry(host.to_string())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(
-                    self.inner.opts.max_concurrency_per_registry.max(1),
-                ))
-            })
-            .clone()
+    fn host_limit(&self, host: &str) -> Arc<limits::HostLimit> {
+        self.inner
+            .limits
+            .host(host, self.inner.opts.max_concurrency_per_registry)
     }
 
-    /// Send a request with authentication and retries. Returns the response for any status
-    /// the caller must judge (2xx, 3xx, and 4xx other than 401); retryable failures are
-    /// retried and, when attempts run out, returned as errors.
+    /// What rate limiting and interruptions cost so far (subtract two snapshots for one
+    /// operation's share).
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.limits.stats().snapshot()
+    }
+
+    pub(crate) fn count_resumed(&self) {
+        self.inner.limits.stats().resumed();
+    }
+
+    /// Send a request: authentication, limits, and retries as [`retry`] decides. Returns the
+    /// response for any status the caller must judge (2xx, 3xx, and 4xx other than 401);
+    /// retryable failures are retried and, when attempts run out, returned as errors.
     pub async fn send(&self, req: &Request) -> Result<Response> {
         self.send_with(req, &mut self.retrier()).await
     }
 
-    /// [`Client::send`] as part of a larger operation whose retries `retrier` counts.
-    pub(crate) async fn send_with(&self, req: &Request, retrier: &mut Retrier) -> Result<Response> {
+    /// [`Client::send`] as one request of an operation whose retries `retrier` counts.
+    pub async fn send_with(&self, req: &Request, retrier: &mut Retrier) -> Result<Response> {
+        self.check_reachable(&req.host)?;
         loop {
-            let err = match self.send_authenticated(req).await {
-                Ok(resp) if is_retryable_status(resp.status().as_u16()) => {
-                    error_from_response(resp, &req.what).await
-                }
+            let err = match self.attempt(req).await {
                 Ok(resp) => return Ok(resp),
                 Err(e) => e,
             };
+            if !retry::may_resend(req.idempotent, req.body.replayable(), &err) {
+                return Err(err);
+            }
             retrier.wait(err, &req.what).await?;
         }
     }
 
-    /// A fresh retry state for one operation, with this client's policy.
+    /// One attempt: a retryable status becomes an error; the registry's limits learn from it.
+    async fn attempt(&self, req: &Request) -> Result<Response> {
+        let resp = match self.send_authenticated(req).await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.note_unreachable(&req.host, e)),
+        };
+        let status = resp.status().as_u16();
+        let host = self.host_limit(&req.host);
+        if !is_retryable_status(status) {
+            host.success();
+            return Ok(resp);
+        }
+        let err = error_from_response(resp, &req.what).await;
+        if is_throttle_status(status) {
+            host.throttled(err.retry_after());
+        }
+        Err(err)
+    }
+
+    /// Fail at once, with the error seen, for a registry found unreachable a moment ago.
+    fn check_reachable(&self, host: &str) -> Result<()> {
+        let mut down = self.inner.unreachable.lock().expect("unreachable lock");
+        match down.get(host) {
+            Some((when, err)) if when.elapsed() < UNREACHABLE_MEMORY => Err(err.clone()),
+            Some(_) => {
+                down.remove(host);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn note_unreachable(&self, host: &str, err: Error) -> Error {
+        if err.cause() != Some(Cause::Unreachable) {
+            return err;
+        }
+        let err = err.map_message(|m| format!("registry {host} is unreachable: {m}"));
+        let mut down = self.inner.unreachable.lock().expect("unreachable lock");
+        down.entry(host.to_string())
+            .or_insert_with(|| (Instant::now(), err.clone()));
+        err
+    }
+
+    /// A fresh retry state for one operation, with this client's policy and statistics.
     pub fn retrier(&self) -> Retrier {
-        Retrier::new(&self.inner.opts.retry)
+        Retrier::with_stats(&self.inner.opts.retry, self.inner.limits.stats().clone())
     }
 
     /// One attempt, plus at most one re-authentication after a 401.
@@ -451,16 +544,13 @@ impl Client {
             }
         };
         let resp = rb.send().await.map_err(|e| {
-            let err = transport_error(&what, &e);
-            Error::new(
-                ErrorKind::Transport,
+            transport_error(&what, &e).map_message(|m| {
                 format!(
-                    "{err} ({} sends clients to this token server to log in: check that it \
+                    "{m} ({} sends clients to this token server to log in: check that it \
                      is reachable, and the https_proxy/no_proxy settings)",
                     req.host
-                ),
-            )
-            .with_retryable(err.is_retryable())
+                )
+            })
         })?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -484,48 +574,14 @@ impl Client {
                 format!("{what}: the token server answered {status}"),
                 status.as_u16(),
                 Vec::new(),
-            )
-            .with_retryable(is_retryable_status(status.as_u16())));
+            ));
         }
         let body = read_limited(resp, MAX_TOKEN_BODY, &what).await?;
         auth::parse_token_response(&body, &what)
     }
 
-    /// One attempt (with re-authentication), no retries: for requests that must not be
-    /// repeated as they are, such as the PUT closing an upload session.
-    pub(crate) async fn send_no_retry(&self, req: &Request) -> Result<Response> {
-        self.send_authenticated(req).await
-    }
-
-    /// One attempt with a streaming body that cannot be replayed. The token for the
-    /// request's scopes must already be known (an earlier request of the same upload got it).
-    pub(crate) async fn send_stream(&self, req: &Request, body: reqwest::Body) -> Result<Response> {
-        let header = self.auth_header(req).await?;
-        let resp = self
-            .send_once_with(req, header.as_deref(), Some(body))
-            .await?;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            let challenges = challenges_of(&resp.inner);
-            return Err(self.login_error(req, &challenges, LoginFailure::Rejected(401)));
-        }
-        Ok(resp)
-    }
-
     async fn send_once(&self, req: &Request, auth: Option<&str>) -> Result<Response> {
-        self.send_once_with(req, auth, None).await
-    }
-
-    async fn send_once_with(
-        &self,
-        req: &Request,
-        auth: Option<&str>,
-        stream: Option<reqwest::Body>,
-    ) -> Result<Response> {
-        let permit = self
-            .semaphore(&req.host)
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::cancelled())?;
+        let permit = self.host_limit(&req.host).acquire().await;
         let mut rb = self
             .inner
             .http
@@ -534,30 +590,7 @@ impl Client {
         if let Some(a) = auth {
             rb = rb.header(AUTHORIZATION, a);
         }
-        rb = match (&req.body, stream) {
-            (_, Some(body)) => rb.body(body),
-            (Body::Empty, None) => {
-                if req.method == Method::POST
-                    || req.method == Method::PUT
-                    || req.method == Method::PATCH
-                {
-                    rb.header(CONTENT_LENGTH, "0")
-                } else {
-                    rb
-                }
-            }
-            (Body::Bytes(b), None) => rb
-                .header(CONTENT_LENGTH, b.len().to_string())
-                .body(b.clone()),
-            (Body::File { path, len }, None) => {
-                let f = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|e| Error::io("opening", path, &e))?;
-                let stream = tokio_util_stream(f);
-                rb.header(CONTENT_LENGTH, len.to_string())
-                    .body(reqwest::Body::wrap_stream(stream))
-            }
-        };
+        rb = with_body(rb, req).await?;
         let sent = std::time::Instant::now();
         let resp = rb.send().await.map_err(|e| {
             tracing::debug!("{} {} failed: {e}", req.method, req.url);
@@ -579,6 +612,27 @@ impl Client {
     }
 }
 
+/// `rb` with the body of `req` (and its `Content-Length` where known).
+async fn with_body(rb: reqwest::RequestBuilder, req: &Request) -> Result<reqwest::RequestBuilder> {
+    Ok(match &req.body {
+        Body::Empty if [Method::POST, Method::PUT, Method::PATCH].contains(&req.method) => {
+            rb.header(CONTENT_LENGTH, "0")
+        }
+        Body::Empty => rb,
+        Body::Bytes(b) => rb
+            .header(CONTENT_LENGTH, b.len().to_string())
+            .body(b.clone()),
+        Body::File { path, offset, len } => {
+            let stream = file_stream(path, *offset, *len).await?;
+            rb.header(CONTENT_LENGTH, len.to_string())
+                .body(reqwest::Body::wrap_stream(stream))
+        }
+        Body::Stream(once) => rb.body(once.take().ok_or_else(|| {
+            Error::invalid_input(format!("{}: a streamed body sent twice", req.what))
+        })?),
+    })
+}
+
 /// The challenges of a response's `WWW-Authenticate` headers.
 fn challenges_of(resp: &reqwest::Response) -> Vec<Challenge> {
     resp.headers()
@@ -589,12 +643,21 @@ fn challenges_of(resp: &reqwest::Response) -> Vec<Challenge> {
         .collect()
 }
 
-/// A file as a stream of byte chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold(
+/// `len` bytes of a file from `offset`, as a stream of byte chunks.
+pub async fn file_stream(
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::io("opening", path, &e))?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| Error::io("reading", path, &e))?;
+    let file = file.take(len);
+    Ok(futures_util::stream::unfold(
         (file, vec![0u8; 256 * 1024]),
         |(mut f, mut buf)| async move {
             match f.read(&mut buf).await {
@@ -606,7 +669,7 @@ fn tokio_util_stream(
                 Err(e) => Some((Err(e), (f, buf))),
             }
         },
-    )
+    ))
 }
 
 async fn read_limited(mut resp: reqwest::Response, limit: usize, what: &str) -> Result<Vec<u8>> {
@@ -632,27 +695,33 @@ pub fn transport_error(what: &str, err: &reqwest::Error) -> Error {
     } else {
         msg.push_str("request failed");
     }
-    // The error chain holds the useful part (connection refused, certificate problems, …).
-    let mut source: Option<&dyn std::error::Error> = Some(err);
-    let mut seen = Vec::<String>::new();
-    while let Some(s) = source {
-        let text = s.to_string();
-        // reqwest's own text repeats the URL; keep the causes.
-        if !seen.iter().any(|t| t.contains(&text)) && !text.starts_with("error sending request") {
-            seen.push(text);
-        }
-        source = s.source();
-    }
+    let chain = error_chain(err);
+    let seen = &chain;
     if !seen.is_empty() {
         msg.push_str(": ");
         msg.push_str(&seen.join(": "));
     }
-    let cert = seen
-        .iter()
-        .any(|t| t.contains("certificate") || t.contains("UnknownIssuer"));
-    let not_tls = seen
-        .iter()
-        .any(|t| t.contains("InvalidContentType") || t.contains("corrupt message"));
+    let has = |words: &[&str]| seen.iter().any(|t| words.iter().any(|w| t.contains(w)));
+    let cert = has(&["certificate", "UnknownIssuer"]);
+    let not_tls = has(&["InvalidContentType", "corrupt message"]);
+    let cause = if cert || not_tls {
+        Cause::Tls
+    } else if err.is_timeout() {
+        Cause::Timeout
+    } else if err.is_connect()
+        && has(&[
+            "Connection refused",
+            "dns error",
+            "failed to lookup",
+            "No route to host",
+            "Network is unreachable",
+            "Name or service not known",
+        ])
+    {
+        Cause::Unreachable
+    } else {
+        Cause::Interrupted
+    };
     if cert {
         msg.push_str(
             " (is the registry's CA trusted? add it with `spack config add config:ssl_certs:<path>`)",
@@ -660,7 +729,29 @@ pub fn transport_error(what: &str, err: &reqwest::Error) -> Error {
     } else if not_tls {
         msg.push_str(" (the server does not speak TLS: for a plain-HTTP registry use oci+http://)");
     }
-    Error::new(ErrorKind::Transport, msg).with_retryable(!err.is_builder() && !cert && !not_tls)
+    let kind = if err.is_builder() {
+        ErrorKind::InvalidInput
+    } else {
+        ErrorKind::Transport
+    };
+    Error::new(kind, msg)
+        .with_cause(cause)
+        .with_source(std::io::Error::other(chain.join(": ")))
+}
+
+/// The texts of an error's source chain, without repeats (reqwest's own text repeats the
+/// URL; the causes are the useful part: connection refused, certificate problems, …).
+fn error_chain(err: &reqwest::Error) -> Vec<String> {
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    let mut seen = Vec::<String>::new();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !seen.iter().any(|t| t.contains(&text)) && !text.starts_with("error sending request") {
+            seen.push(text);
+        }
+        source = s.source();
+    }
+    seen
 }
 
 /// Parse the registry's `{"errors":[{"code","message"}]}` body, if it is one.
@@ -728,7 +819,5 @@ pub async fn error_from_response(resp: Response, what: &str) -> Error {
     if codes.is_empty() && content_type.starts_with("text/html") {
         msg.push_str(" (an HTML page instead of a registry reply: a proxy or login portal?)");
     }
-    Error::http(kind, msg, status.as_u16(), codes)
-        .with_retryable(is_retryable_status(status.as_u16()))
-        .with_retry_after(retry_after)
+    Error::http(kind, msg, status.as_u16(), codes).with_retry_after(retry_after)
 }

@@ -1,4 +1,6 @@
-//! Retry policy: exponential backoff with jitter, `Retry-After`, attempt and time budgets.
+//! Retry policy: which failures are retried ([`is_retryable`], [`may_resend`] — the only
+//! places that decide), exponential backoff with jitter, `Retry-After` (seconds or an
+//! HTTP-date), attempt and time budgets.
 //!
 //! A [`Retrier`] carries the state of one operation's retries. An operation made of several
 //! requests (a download resumed with `Range`, an upload session: POST, PATCH…, PUT) shares
@@ -7,9 +9,11 @@
 //! (bytes received) starts the count and the budget over, so a long download survives any
 //! number of drops as long as each one moves it forward.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::Error;
+use super::limits::Stats;
+use crate::error::{Cause, Error, ErrorKind};
 
 /// Spack retries 5 times; so do we by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -93,6 +97,7 @@ impl RetryPolicy {
 #[derive(Debug)]
 pub struct Retrier {
     policy: RetryPolicy,
+    stats: Arc<Stats>,
     start: Instant,
     /// Attempts since the start or the last progress, the current one included.
     attempt: u32,
@@ -102,8 +107,14 @@ pub struct Retrier {
 
 impl Retrier {
     pub fn new(policy: &RetryPolicy) -> Self {
+        Self::with_stats(policy, Arc::default())
+    }
+
+    /// A retrier whose waits and retries count in `stats`.
+    pub fn with_stats(policy: &RetryPolicy, stats: Arc<Stats>) -> Self {
         Self {
             policy: policy.clone(),
+            stats,
             start: Instant::now(),
             attempt: 1,
             retries: 0,
@@ -135,6 +146,10 @@ impl Retrier {
                     delay.as_secs_f64()
                 );
                 tokio::time::sleep(delay).await;
+                if is_throttle(&err) {
+                    self.stats.waited(delay);
+                }
+                self.stats.retried();
                 self.attempt += 1;
                 self.retries += 1;
                 Ok(())
@@ -142,8 +157,8 @@ impl Retrier {
             Err(GiveUp::NotRetryable) => Err(err),
             Err(GiveUp::Attempts) if self.attempt > 1 => Err(err
                 .context(format!("after {} attempts", self.attempt))
-                .with_retryable(false)),
-            Err(GiveUp::Attempts) => Err(err.with_retryable(false)),
+                .exhausted()),
+            Err(GiveUp::Attempts) => Err(err.exhausted()),
             Err(GiveUp::Budget) => Err(err
                 .context(format!(
                     "after {} attempts in {:.1}s (retry budget {:.1}s)",
@@ -151,7 +166,7 @@ impl Retrier {
                     elapsed.as_secs_f64(),
                     self.policy.budget.as_secs_f64()
                 ))
-                .with_retryable(false)),
+                .exhausted()),
             Err(GiveUp::RetryAfter(after)) => Err(err
                 .context(format!(
                     "the registry asked to retry after {:.0}s, beyond the retry budget \
@@ -160,7 +175,7 @@ impl Retrier {
                     self.policy.budget.saturating_sub(elapsed).as_secs_f64(),
                     self.policy.budget.as_secs_f64()
                 ))
-                .with_retryable(false)),
+                .exhausted()),
         }
     }
 }
@@ -168,6 +183,55 @@ impl Retrier {
 /// Whether an HTTP status may succeed when retried.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Whether a status says the registry is shedding load (it slows the whole registry).
+pub fn is_throttle_status(status: u16) -> bool {
+    matches!(status, 429 | 503)
+}
+
+fn is_throttle(err: &Error) -> bool {
+    err.status().is_some_and(is_throttle_status) || err.has_code("TOOMANYREQUESTS")
+}
+
+/// THE decision: whether trying an operation again may succeed, from the error's kind, cause,
+/// status and registry codes. Local mistakes (files, arguments, references, digests),
+/// authentication, a missing object and protocol violations are final; so is an unreachable
+/// registry (reported at once, once) and a TLS failure; load shedding (429/503,
+/// `TOOMANYREQUESTS`), 408, 5xx, timeouts and interrupted connections are retried, until
+/// the retries of the operation are spent ([`Error::is_exhausted`]).
+pub fn is_retryable(err: &Error) -> bool {
+    if err.is_exhausted() {
+        return false;
+    }
+    if err.has_code("BLOB_UPLOAD_UNKNOWN") {
+        // The upload session is gone: a new one may succeed.
+        return true;
+    }
+    match err.cause() {
+        Some(Cause::Timeout | Cause::Interrupted | Cause::BadRange) => return true,
+        Some(Cause::Unreachable | Cause::Tls) => return false,
+        None => {}
+    }
+    match err.kind() {
+        ErrorKind::Registry | ErrorKind::NotFound | ErrorKind::Authentication => {
+            err.status().is_some_and(is_retryable_status) || err.has_code("TOOMANYREQUESTS")
+        }
+        ErrorKind::Transport => true,
+        _ => false,
+    }
+}
+
+/// Whether the same request may simply be sent again after `err` (else the operation it
+/// belongs to decides, e.g. an upload asks its session how far it got): only when the
+/// body can be replayed, and, after an interruption (the registry may have acted on part of
+/// it), only for idempotent requests.
+pub fn may_resend(idempotent: bool, replayable_body: bool, err: &Error) -> bool {
+    let interrupted = matches!(err.cause(), Some(Cause::Interrupted | Cause::Timeout));
+    is_retryable(err)
+        && replayable_body
+        && (idempotent || !interrupted)
+        && !err.has_code("BLOB_UPLOAD_UNKNOWN")
 }
 
 /// Parse `Retry-After`: delta-seconds or an HTTP-date.
@@ -186,7 +250,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
 
     #[test]
     fn retry_after_forms() {
@@ -204,7 +267,7 @@ mod tests {
     #[test]
     fn backoff() {
         let p = RetryPolicy::default();
-        let e = Error::new(ErrorKind::Transport, "x").with_retryable(true);
+        let e = Error::new(ErrorKind::Transport, "x").with_cause(Cause::Interrupted);
         let d1 = p.delay(1, Duration::ZERO, &e).unwrap();
         assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200));
         let d3 = p.delay(3, Duration::ZERO, &e).unwrap();
@@ -239,7 +302,7 @@ mod tests {
             ..RetryPolicy::default()
         };
         let mut r = Retrier::new(&p);
-        let e = Error::new(ErrorKind::Transport, "reset").with_retryable(true);
+        let e = Error::new(ErrorKind::Transport, "reset").with_cause(Cause::Interrupted);
         assert!(r.wait(e.clone(), "x").await.is_ok());
         assert!(r.wait(e.clone(), "x").await.is_ok());
         let last = r.wait(e.clone(), "x").await.unwrap_err();
@@ -262,5 +325,60 @@ mod tests {
         let e = e.with_retry_after(Some(Duration::from_secs(3600)));
         let err = r.wait(e, "x").await.unwrap_err();
         assert!(err.message().contains("retry after 3600s"), "{err}");
+    }
+
+    #[test]
+    fn one_decision_for_every_error() {
+        let http = |status: u16| Error::http(ErrorKind::Registry, "x", status, Vec::new());
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(is_retryable(&http(s)), "{s}");
+        }
+        for s in [400, 401, 403, 404, 405, 409, 413, 416, 501] {
+            assert!(!is_retryable(&http(s)), "{s}");
+        }
+        let toomany = Error::http(
+            ErrorKind::Authentication,
+            "x",
+            403,
+            vec![crate::error::RegistryCode {
+                code: "TOOMANYREQUESTS".into(),
+                message: String::new(),
+            }],
+        );
+        assert!(is_retryable(&toomany), "Docker Hub's 403 TOOMANYREQUESTS");
+        let t = |c: Cause| Error::new(ErrorKind::Transport, "x").with_cause(c);
+        assert!(is_retryable(&t(Cause::Timeout)));
+        assert!(is_retryable(&t(Cause::Interrupted)));
+        assert!(!is_retryable(&t(Cause::Unreachable)));
+        assert!(!is_retryable(&t(Cause::Tls)));
+        for kind in [
+            ErrorKind::Io,
+            ErrorKind::InvalidInput,
+            ErrorKind::InvalidDigest,
+        ] {
+            assert!(!is_retryable(&Error::new(kind, "x")), "{kind:?}");
+        }
+        assert!(!is_retryable(&http(503).exhausted()));
+        // A reset PATCH is not blindly re-sent; a 429 to it is.
+        assert!(!may_resend(false, true, &t(Cause::Interrupted)));
+        assert!(may_resend(false, true, &http(429)));
+        assert!(may_resend(true, true, &t(Cause::Interrupted)));
+        assert!(!may_resend(true, false, &http(429)), "a consumed stream");
+    }
+
+    #[tokio::test]
+    async fn throttled_waits_are_counted() {
+        let stats = Arc::new(Stats::default());
+        let p = RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let mut r = Retrier::with_stats(&p, stats.clone());
+        let e = Error::http(ErrorKind::Registry, "x", 429, Vec::new())
+            .with_retry_after(Some(Duration::from_millis(50)));
+        r.wait(e, "x").await.unwrap();
+        let s = stats.snapshot();
+        assert_eq!(s.retried, 1);
+        assert!(s.waited >= Duration::from_millis(50), "{s:?}");
     }
 }

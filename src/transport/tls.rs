@@ -214,7 +214,12 @@ pub fn explain_closed(err: Error, scheme: Scheme, opts: &ClientOptions) -> Error
             cert.display()
         ),
     };
-    Error::new(err.kind(), format!("{msg} ({hint})")).with_retryable(err.is_retryable() && !alert)
+    let err = err.map_message(|m| format!("{m} ({hint})"));
+    if alert {
+        err.with_cause(crate::error::Cause::Tls)
+    } else {
+        err
+    }
 }
 
 #[cfg(test)]
