@@ -4,6 +4,9 @@
 //! the network part: list tags once, fetch manifests and configs with high concurrency, and
 //! upload the resulting `index.json` exactly as Spack's `_oci_update_index` does.
 
+pub mod db;
+pub mod node;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;

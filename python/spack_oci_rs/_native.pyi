@@ -36,6 +36,7 @@ __all__ = [
     "fetch_index",
     "get_manifest_and_config",
     "get_manifest_and_config_async",
+    "index_json",
     "list_tags",
     "list_tags_async",
     "parse_reference",
@@ -300,6 +301,31 @@ def build_index(
 def upload_index(ref: str, index: bytes | _Path, *, client: Client | None = None) -> str:
     """Upload an ``index.json`` (bytes or a file) as Spack does: the index blob, a ``{}``
     config blob and an OCI manifest tagged ``index.spack``. Returns the manifest digest."""
+
+def index_json(
+    configs: Sequence[tuple[str, bytes]],
+    *,
+    targets: str,
+    spack_records: Callable[[bytes], str] | None = None,
+    previous: bytes | None = None,
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """Spack's build-cache ``index.json`` (``BuildCacheDatabase._write_to_file``) for image
+    ``configs`` (name, config bytes), byte for byte, written by the engine.
+
+    Args:
+        targets: ``{name: target dict}`` JSON of the running Spack's archspec targets
+            (``spack_oci_rs.spack_index.targets_json()``).
+        spack_records: called with a config the engine cannot read alone (old specfile
+            formats, ...); returns its records as Spack makes them
+            (``spack_oci_rs.spack_index.spack_records``). Without it such configs are skipped.
+        previous: an ``index.json`` to add the configs to (a merge) instead of an empty one.
+
+    Returns:
+        The bytes, and ``(name, reason)`` of configs left out (not JSON, no ``spec``, ...).
+
+    Raises:
+        ValueError: ``targets`` or ``previous`` cannot be read.
+    """
 
 def fetch_index(
     ref: str, *, known: str | None = None, client: Client | None = None
