@@ -300,7 +300,7 @@ fn push_plan_index_and_errors() {
     assert_eq!(forced[1].layer, results[1].layer);
 
     rt.block_on(async {
-        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None)
+        let idx = spack_oci_rs::index::index_configs(&c, &target, 8)
             .await
             .unwrap();
         assert_eq!(idx.spec_tags, 2);
@@ -331,28 +331,17 @@ fn push_plan_index_and_errors() {
             .unwrap();
         assert_eq!(m.digest, d);
         // index.spack is not a spec tag.
-        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None)
+        let idx = spack_oci_rs::index::index_configs(&c, &target, 8)
             .await
             .unwrap();
         assert_eq!(idx.spec_tags, 2);
-        // Incremental: configs of unchanged tags are not fetched.
-        let prev: HashMap<String, Digest> = idx
-            .configs
-            .iter()
-            .map(|c| (c.tag.clone(), c.manifest_digest.clone()))
-            .collect();
-        let inc = spack_oci_rs::index::index_configs(&c, &target, 8, Some(&prev))
-            .await
-            .unwrap();
-        assert_eq!(inc.reused, 2);
-        assert!(inc.configs.is_empty());
     });
 
     // A vanished manifest during indexing is skipped, not fatal.
     let root_digest = forced[1].manifest_digest.clone().unwrap();
     reg.delete_manifest(&repo, &root_digest.to_string());
     rt.block_on(async {
-        let idx = spack_oci_rs::index::index_configs(&c, &target, 8, None)
+        let idx = spack_oci_rs::index::index_configs(&c, &target, 8)
             .await
             .unwrap();
         assert_eq!(idx.configs.len(), 1);

@@ -16,6 +16,7 @@ __all__ = [
     "Client",
     "FetchResult",
     "IndexConfigs",
+    "IndexUpdate",
     "PrefetchResult",
     "PushItem",
     "PushResult",
@@ -39,12 +40,14 @@ __all__ = [
     "index_json",
     "list_tags",
     "list_tags_async",
+    "merge_index",
     "parse_reference",
     "prefetch_images",
     "prefetch_images_async",
     "probe",
     "push",
     "push_async",
+    "rebuild_index",
     "reset_logging",
     "upload_blob",
     "upload_index",
@@ -275,18 +278,11 @@ class IndexConfigs:
     @property
     def spec_tags(self) -> int:
         """How many spec tags were listed."""
-    @property
-    def reused_tags(self) -> list[str]:
-        """The spec tags whose configs were not fetched because ``previous`` had them."""
-    @property
-    def reused(self) -> int:
-        """How many configs were not fetched because ``previous`` had them."""
 
 def build_index(
     ref: str,
     *,
     concurrency: int = 64,
-    previous: Mapping[str, str] | None = None,
     client: Client | None = None,
 ) -> IndexConfigs:
     """List the tags of the repository of ``ref`` and fetch the manifest and config of every
@@ -294,8 +290,6 @@ def build_index(
 
     Args:
         concurrency: requests in flight.
-        previous: tag -> manifest digest of configs the caller has already (incremental
-            update); their configs are not fetched again unless the tag moved.
     """
 
 def upload_index(ref: str, index: bytes | _Path, *, client: Client | None = None) -> str:
@@ -325,6 +319,81 @@ def index_json(
 
     Raises:
         ValueError: ``targets`` or ``previous`` cannot be read.
+    """
+
+@final
+class IndexUpdate:
+    """How :func:`rebuild_index` or :func:`merge_index` went."""
+
+    @property
+    def mode(self) -> str:
+        """``"rebuild"`` or ``"merge"`` (a merge with no readable index rebuilds)."""
+    @property
+    def note(self) -> str | None:
+        """Why a merge rebuilt instead (no index yet, an unreadable one)."""
+    @property
+    def manifest_digest(self) -> str | None:
+        """The ``index.spack`` manifest now in the repository (None when not settled)."""
+    @property
+    def specs(self) -> int:
+        """Specs in the index (records marked ``in_buildcache``)."""
+    @property
+    def records(self) -> int:
+        """All records (specs and their dependencies)."""
+    @property
+    def spec_tags(self) -> int:
+        """Spec tags listed (rebuild) or given (merge)."""
+    @property
+    def fetched(self) -> int:
+        """Configs fetched."""
+    @property
+    def reused(self) -> int:
+        """Tags whose manifest was unchanged (one HEAD) and whose records were reused."""
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(tag, reason)`` of tags left out (vanished, not JSON, no ``spec``, ...)."""
+    @property
+    def attempts(self) -> int:
+        """Merge rounds (more than 1 when other pushers replaced the index meanwhile)."""
+    @property
+    def settled(self) -> bool:
+        """False when other pushers kept replacing the index until the attempts ran out:
+        ``spack buildcache update-index`` (a rebuild) repairs it."""
+
+def rebuild_index(
+    ref: str,
+    *,
+    targets: str,
+    spack_records: Callable[[bytes], str] | None = None,
+    concurrency: int = 64,
+    client: Client | None = None,
+) -> IndexUpdate:
+    """Write ``index.spack`` from the spec tags of the repository of ``ref``, as Spack's
+    ``_oci_update_index`` does, byte for byte, with the map tag → manifest → config digest it
+    was built from stored beside it (a second layer Spack ignores). With that map, a tag
+    whose manifest is unchanged costs one HEAD and its records come from the previous
+    index; new or changed tags get their manifest and config fetched. Tags that vanished
+    or whose config is not JSON or has no ``spec`` are skipped (``skipped``).
+
+    Args:
+        targets, spack_records: as for :func:`index_json`.
+        concurrency: requests in flight.
+    """
+
+def merge_index(
+    ref: str,
+    tags: Sequence[str],
+    *,
+    targets: str,
+    spack_records: Callable[[bytes], str] | None = None,
+    attempts: int = 20,
+    client: Client | None = None,
+) -> IndexUpdate:
+    """Add the specs of ``tags`` (just pushed) and their dependencies' records to the current
+    ``index.spack``, without listing tags. When another pusher replaced the index meanwhile
+    (its manifest digest changed before our PUT, or right after it), merge into theirs and
+    try again, up to ``attempts`` rounds; ``settled`` says whether it worked out. Without an
+    index, or with one that cannot be read, the index is rebuilt (:func:`rebuild_index`).
     """
 
 def fetch_index(
@@ -667,7 +736,6 @@ def build_index_async(
     ref: str,
     *,
     concurrency: int = 64,
-    previous: Mapping[str, str] | None = None,
     client: Client | None = None,
 ) -> Awaitable[IndexConfigs]:
     """Awaitable :func:`build_index`."""

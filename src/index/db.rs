@@ -212,6 +212,14 @@ impl Database {
         self.installs.is_empty()
     }
 
+    /// How many records are marked `in_buildcache` (the specs the cache has).
+    pub fn specs(&self) -> usize {
+        self.installs
+            .values()
+            .filter(|r| r.get("in_buildcache").and_then(Value::as_bool) == Some(true))
+            .count()
+    }
+
     /// Whether the spec `hash` has a record marked `in_buildcache`.
     pub fn in_buildcache(&self, hash: &str) -> bool {
         self.installs

@@ -3,8 +3,13 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::errors::IntoPyResult;
+use super::ops::parse_ref;
+use super::runtime::block_on;
+use super::{client_for, Client};
 use crate::index::db::{read_config, Database, SpecRecords};
 use crate::index::node::Targets;
+use crate::index::update::{self, DbInputs};
 
 /// A Python callable `(config bytes) -> records JSON str` as a [`SpackReader`].
 pub(crate) fn spack_reader(
@@ -60,6 +65,137 @@ fn index_json<'py>(
     Ok((PyBytes::new(py, &bytes), skipped))
 }
 
+/// How an index update went (`rebuild_index`, `merge_index`).
+#[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
+pub struct IndexUpdate {
+    mode: String,
+    note: Option<String>,
+    manifest_digest: Option<String>,
+    specs: usize,
+    records: usize,
+    spec_tags: usize,
+    fetched: usize,
+    reused: usize,
+    skipped: Skipped,
+    attempts: u32,
+    settled: bool,
+}
+
+#[pymethods]
+impl IndexUpdate {
+    fn __repr__(&self) -> String {
+        format!(
+            "IndexUpdate(mode={:?}, specs={}, fetched={}, reused={}, skipped={}, attempts={}, settled={})",
+            self.mode,
+            self.specs,
+            self.fetched,
+            self.reused,
+            self.skipped.len(),
+            self.attempts,
+            if self.settled { "True" } else { "False" }
+        )
+    }
+}
+
+impl From<update::IndexUpdate> for IndexUpdate {
+    fn from(u: update::IndexUpdate) -> Self {
+        Self {
+            mode: u.mode.to_owned(),
+            note: u.note,
+            manifest_digest: u.manifest_digest.map(|d| d.to_string()),
+            specs: u.specs,
+            records: u.records,
+            spec_tags: u.spec_tags,
+            fetched: u.fetched,
+            reused: u.reused,
+            skipped: u.skipped.into_iter().map(|s| (s.tag, s.reason)).collect(),
+            attempts: u.attempts,
+            settled: u.settled,
+        }
+    }
+}
+
+/// Which update to run.
+enum Update {
+    Rebuild { concurrency: usize },
+    Merge { tags: Vec<String>, attempts: u32 },
+}
+
+fn run_update(
+    py: Python<'_>,
+    r#ref: &str,
+    targets: &str,
+    spack_records: Option<Py<PyAny>>,
+    client: Option<&Bound<'_, Client>>,
+    which: Update,
+) -> PyResult<IndexUpdate> {
+    let reference = parse_ref(py, r#ref)?;
+    let targets = parse_targets(targets)?;
+    let c = client_for(py, client)?;
+    let reader = spack_records.as_ref().map(spack_reader);
+    let inputs = DbInputs {
+        targets: &targets,
+        spack: reader.as_ref().map(|r| r as _),
+    };
+    let out = block_on(py, async {
+        match which {
+            Update::Rebuild { concurrency } => {
+                update::rebuild(&c, &reference, inputs, concurrency).await
+            }
+            Update::Merge { tags, attempts } => {
+                update::merge(&c, &reference, &tags, inputs, attempts).await
+            }
+        }
+    })?;
+    out.map(IndexUpdate::from).into_py_result(py)
+}
+
+/// Rebuild `index.spack` from the tags, reusing what the previous index was built from.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, targets, spack_records = None, concurrency = 64, client = None))]
+fn rebuild_index(
+    py: Python<'_>,
+    r#ref: &str,
+    targets: &str,
+    spack_records: Option<Py<PyAny>>,
+    concurrency: usize,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<IndexUpdate> {
+    run_update(
+        py,
+        r#ref,
+        targets,
+        spack_records,
+        client,
+        Update::Rebuild { concurrency },
+    )
+}
+
+/// Add the specs of `tags` (just pushed) to the current `index.spack`.
+#[pyfunction]
+#[pyo3(signature = (r#ref, tags, *, targets, spack_records = None, attempts = 20, client = None))]
+fn merge_index(
+    py: Python<'_>,
+    r#ref: &str,
+    tags: Vec<String>,
+    targets: &str,
+    spack_records: Option<Py<PyAny>>,
+    attempts: u32,
+    client: Option<&Bound<'_, Client>>,
+) -> PyResult<IndexUpdate> {
+    run_update(
+        py,
+        r#ref,
+        targets,
+        spack_records,
+        client,
+        Update::Merge { tags, attempts },
+    )
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(index_json, m)?)
+    m.add_class::<IndexUpdate>()?;
+    m.add_function(wrap_pyfunction!(index_json, m)?)?;
+    m.add_function(wrap_pyfunction!(rebuild_index, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_index, m)?)
 }
