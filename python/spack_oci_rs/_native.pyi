@@ -548,7 +548,8 @@ class PushResult:
     def manifest_size(self) -> int | None: ...
     @property
     def digest(self) -> str | None:
-        """Digest of the item's compressed layer."""
+        """Digest of the item's compressed layer (for a skipped item only when an item of
+        the same push stacked it, else None: a no-op re-push reads nothing but the tags)."""
     @property
     def diff_id(self) -> str | None:
         """Digest of the item's uncompressed layer."""

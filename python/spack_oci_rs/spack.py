@@ -10,6 +10,7 @@ Importing this module imports Spack: it is only meant to be imported from within
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import logging
 import os
@@ -330,8 +331,31 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             merge_index(self.target_image, [r.tag for r in results if r.status != "failed"])
         return skipped, errors
 
+    def _layer_info(self, ref: str) -> tuple[str, str, int] | None:
+        try:
+            manifest, config = engine.get_manifest_and_config(ref, client=self._client())
+            layer = manifest["layers"][-1]
+            return str(layer["digest"]), str(config["rootfs"]["diff_ids"][-1]), int(layer["size"])
+        except (engine.OciError, KeyError, IndexError, TypeError):
+            return None
+
+    def _look_up_layers(self, roots: list[spack.spec.Spec]) -> None:
+        """Layer info of the images of ``roots`` and their link/run dependencies that the
+        push did not need (skipped ones are not looked up), fetched concurrently."""
+        nodes = [
+            s
+            for s in traverse.traverse_nodes(roots, deptype=("link", "run"), root=True)
+            if not s.external and s.dag_hash() not in self._layers
+        ]
+        refs = [ref_string(self.target_image.with_tag(bindist._oci_default_tag(s))) for s in nodes]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for spec, info in zip(nodes, pool.map(self._layer_info, refs), strict=True):
+                if info is not None:
+                    self._layers[spec.dag_hash()] = info
+
     def tag(self, tag: str, roots: list[spack.spec.Spec]) -> None:
         tagged_image = self.target_image.with_tag(tag)
+        self._look_up_layers(roots)
         arch = bindist._oci_archspec_to_gooarch(roots[0])
         item = engine.PushItem(
             spack.oci.image.ensure_valid_tag(tag),

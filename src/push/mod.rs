@@ -33,7 +33,7 @@ use crate::tarball::{RelocationLists, TarballOptions};
 use crate::transport::Client;
 use image::{put_image, Reupload};
 use layers::make_layer;
-use plan::existing_layers;
+use plan::{existing_layers, Existing};
 
 /// Serializes the buildinfo once the relocation scan is known (Spack does it in Python).
 pub type BuildinfoFn = Arc<dyn Fn(&RelocationLists) -> Result<Vec<u8>> + Send + Sync>;
@@ -237,13 +237,15 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
     // (1) What exists already.
     let mut skipped = vec![false; items.len()];
     if !options.force {
-        let existing = existing_layers(&target, &items).await;
+        let existing = existing_layers(&target, &items, &layers).await;
         for (i, found) in existing.into_iter().enumerate() {
-            if let Some(info) = found {
+            if let Existing::Yes(info) = found {
                 skipped[i] = true;
                 slots[i].status = ItemStatus::Skipped;
-                slots[i].layer = Some(info.clone());
-                layers.insert(items[i].key.clone(), info);
+                if let Some(info) = info {
+                    slots[i].layer = Some(info.clone());
+                    layers.insert(items[i].key.clone(), info);
+                }
             }
         }
     }
