@@ -74,7 +74,7 @@ def test_rebuild_cold_warm_and_changed(registry: Registry, repo_name: str) -> No
     # Unusable tags are skipped with one reason each.
     put_image(ref, "notjson-1.0-aaaa.spack", b"{broken")
     put_image(ref, "nospec-1.0-aaaa.spack", b'{"architecture":"amd64"}')
-    cold = oci.rebuild_index(ref, targets="{}")
+    cold = oci.update_index(ref, targets="{}")
     assert (cold.mode, cold.fetched, cold.reused, cold.settled) == (
         "rebuild",
         len(configs),
@@ -91,7 +91,7 @@ def test_rebuild_cold_warm_and_changed(registry: Registry, repo_name: str) -> No
     manifest, _ = oci.get_manifest_and_config(f"{ref}:index.spack", recurse=0)
     assert [layer["mediaType"] for layer in manifest["layers"]][1:] == [_STATE]
 
-    warm = oci.rebuild_index(ref, targets="{}")
+    warm = oci.update_index(ref, targets="{}")
     assert (warm.fetched, warm.reused) == (0, len(configs))
     assert current_index(ref) == expected
 
@@ -100,7 +100,7 @@ def test_rebuild_cold_warm_and_changed(registry: Registry, repo_name: str) -> No
     moved_tag = configs[0][0]
     put_image(ref, moved_tag, more[0][1])
     put_image(ref, more[1][0], more[1][1])
-    after = oci.rebuild_index(ref, targets="{}")
+    after = oci.update_index(ref, targets="{}")
     assert (after.fetched, after.reused) == (2, len(configs) - 1)
     now = sorted([(moved_tag, more[0][1]), *configs[1:], more[1]])
     assert current_index(ref) == oci.index_json(now, targets="{}")[0]
@@ -112,13 +112,13 @@ def test_merge_sends_no_tag_listing(registry: Registry, repo_name: str) -> None:
     base, new = configs[:-3], configs[-3:]
     for tag, config in base:
         put_image(ref, tag, config)
-    oci.rebuild_index(ref, targets="{}")
+    oci.update_index(ref, targets="{}")
     with FaultProxy(registry.host) as proxy:
         pref = f"oci+http://{proxy.host}/{repo_name}"
         for tag, config in new:
             put_image(pref, tag, config)
         before = len(proxy.log)
-        merged = oci.merge_index(pref, [t for t, _ in new], targets="{}")
+        merged = oci.update_index(pref, merge=[t for t, _ in new], targets="{}")
         sent = list(proxy.log)[before:]
     assert (merged.mode, merged.settled, merged.attempts, merged.fetched) == ("merge", True, 1, 3)
     assert not [r for r in sent if "/tags/list" in r.path]
@@ -135,10 +135,10 @@ def test_merge_rebuilds_an_unreadable_or_missing_index(registry: Registry, repo_
     configs = spec_configs(10)
     for tag, config in configs:
         put_image(ref, tag, config)
-    first = oci.merge_index(ref, [configs[0][0]], targets="{}")
+    first = oci.update_index(ref, merge=[configs[0][0]], targets="{}")
     assert first.mode == "rebuild" and "no index" in (first.note or "")
     oci.upload_index(ref, b'{"database": "garbage"}')
-    second = oci.merge_index(ref, [configs[1][0]], targets="{}")
+    second = oci.update_index(ref, merge=[configs[1][0]], targets="{}")
     assert second.mode == "rebuild" and "cannot be read" in (second.note or "")
     assert current_index(ref) == oci.index_json(configs, targets="{}")[0]
 
@@ -149,7 +149,7 @@ def test_skopeo_copies_the_index_image(
     ref = registry.repo_url(repo_name)
     for tag, config in spec_configs(5):
         put_image(ref, tag, config)
-    oci.rebuild_index(ref, targets="{}")
+    oci.update_index(ref, targets="{}")
     skopeo("copy", "--src-tls-verify=false", registry.docker_ref(repo_name, "index.spack"),
            f"dir:{tmp_path / 'copy'}")  # fmt: skip
     assert len(list((tmp_path / "copy").iterdir())) >= 4  # manifest, config, 2 layers, version
@@ -159,7 +159,7 @@ _MERGER = """
 import sys, time, spack_oci_rs as oci
 ref, start, *tags = sys.argv[1:]
 time.sleep(max(0.0, float(start) - time.time()))
-r = oci.merge_index(ref, tags, targets="{}")
+r = oci.update_index(ref, merge=tags, targets="{}")
 print(r.settled, r.attempts, r.mode)
 """
 
@@ -170,7 +170,7 @@ def test_concurrent_mergers_lose_nothing(registry: Registry, repo_name: str) -> 
     base, rest = configs[:8], configs[8:]
     for tag, config in base:
         put_image(ref, tag, config)
-    oci.rebuild_index(ref, targets="{}")
+    oci.update_index(ref, targets="{}")
     groups = [rest[i::8] for i in range(8)]
     for group in groups:
         for tag, config in group:

@@ -40,15 +40,14 @@ __all__ = [
     "index_json",
     "list_tags",
     "list_tags_async",
-    "merge_index",
     "parse_reference",
     "prefetch_images",
     "prefetch_images_async",
     "probe",
     "push",
     "push_async",
-    "rebuild_index",
     "reset_logging",
+    "update_index",
     "upload_blob",
     "upload_index",
     "upload_index_async",
@@ -323,7 +322,7 @@ def index_json(
 
 @final
 class IndexUpdate:
-    """How :func:`rebuild_index` or :func:`merge_index` went."""
+    """How :func:`update_index` went."""
 
     @property
     def mode(self) -> str:
@@ -360,40 +359,36 @@ class IndexUpdate:
         """False when other pushers kept replacing the index until the attempts ran out:
         ``spack buildcache update-index`` (a rebuild) repairs it."""
 
-def rebuild_index(
+def update_index(
     ref: str,
     *,
     targets: str,
+    merge: Sequence[str] | None = None,
     spack_records: Callable[[bytes], str] | None = None,
     concurrency: int = 64,
-    client: Client | None = None,
-) -> IndexUpdate:
-    """Write ``index.spack`` from the spec tags of the repository of ``ref``, as Spack's
-    ``_oci_update_index`` does, byte for byte, with the map tag → manifest → config digest it
-    was built from stored beside it (a second layer Spack ignores). With that map, a tag
-    whose manifest is unchanged costs one HEAD and its records come from the previous
-    index; new or changed tags get their manifest and config fetched. Tags that vanished
-    or whose config is not JSON or has no ``spec`` are skipped (``skipped``).
-
-    Args:
-        targets, spack_records: as for :func:`index_json`.
-        concurrency: requests in flight.
-    """
-
-def merge_index(
-    ref: str,
-    tags: Sequence[str],
-    *,
-    targets: str,
-    spack_records: Callable[[bytes], str] | None = None,
     attempts: int = 20,
     client: Client | None = None,
 ) -> IndexUpdate:
-    """Add the specs of ``tags`` (just pushed) and their dependencies' records to the current
-    ``index.spack``, without listing tags. When another pusher replaced the index meanwhile
-    (its manifest digest changed before our PUT, or right after it), merge into theirs and
-    try again, up to ``attempts`` rounds; ``settled`` says whether it worked out. Without an
-    index, or with one that cannot be read, the index is rebuilt (:func:`rebuild_index`).
+    """Update the ``index.spack`` of the repository of ``ref``.
+
+    Without ``merge``, a rebuild (``spack buildcache update-index``): the index is written
+    from the spec tags, as Spack's ``_oci_update_index`` writes it, byte for byte, with the
+    map tag -> manifest -> config digest it was built from stored beside it (a second layer
+    that Spack ignores). With that map, a tag whose manifest is unchanged costs one HEAD and
+    its records come from the previous index; new or changed tags get their manifest and
+    config fetched. Tags that vanished, or whose config is not JSON or has no ``spec``, are
+    skipped (``skipped``).
+
+    With ``merge`` (the tags just pushed; ``push --update-index``), their specs and their
+    dependencies' records are added to the current index, without listing tags. When
+    another pusher replaced the index meanwhile (its manifest digest changed before our PUT,
+    or right after it), the specs are merged into theirs and tried again, up to
+    ``attempts`` rounds; ``settled`` says whether it worked out. Without an index, or with
+    one that cannot be read, the index is rebuilt instead (``mode == "rebuild"``).
+
+    Args:
+        targets, spack_records: as for :func:`index_json`.
+        concurrency: requests in flight (rebuild).
     """
 
 def fetch_index(

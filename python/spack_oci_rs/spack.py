@@ -379,7 +379,7 @@ def update_index(image_ref: ImageReference, tmpdir: str) -> None:
     from the previous index; only new or changed tags are fetched.
     """
     ref = ref_string(image_ref, tag=False)
-    result = engine.rebuild_index(
+    result = engine.update_index(
         ref,
         targets=spack_index.targets_json(),
         spack_records=spack_index.spack_records,
@@ -404,9 +404,9 @@ def _report_index(image_ref: ImageReference, result: engine.IndexUpdate) -> None
 def merge_index(image_ref: ImageReference, tags: list[str]) -> None:
     """``push --update-index``: the specs just pushed (``tags``) merged into the current
     index, without listing the cache's tags; a missing or unreadable index is rebuilt."""
-    result = engine.merge_index(
+    result = engine.update_index(
         ref_string(image_ref, tag=False),
-        tags,
+        merge=tags,
         targets=spack_index.targets_json(),
         spack_records=spack_index.spack_records,
         client=client(image_ref.domain),

@@ -1,4 +1,4 @@
-//! Index database glue: `index_json` (configs → Spack's `index.json` bytes).
+//! Index glue: `index_json` (configs → Spack's `index.json` bytes) and `update_index`.
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -65,7 +65,7 @@ fn index_json<'py>(
     Ok((PyBytes::new(py, &bytes), skipped))
 }
 
-/// How an index update went (`rebuild_index`, `merge_index`).
+/// How an index update went (`update_index`).
 #[pyclass(module = "spack_oci_rs._native", frozen, get_all)]
 pub struct IndexUpdate {
     mode: String,
@@ -115,19 +115,20 @@ impl From<update::IndexUpdate> for IndexUpdate {
     }
 }
 
-/// Which update to run.
-enum Update {
-    Rebuild { concurrency: usize },
-    Merge { tags: Vec<String>, attempts: u32 },
-}
-
-fn run_update(
+/// Update `index.spack`: rebuild it from the tags (reusing what the previous index was
+/// built from), or with `merge` (tags just pushed) add their specs to the current one.
+#[pyfunction]
+#[pyo3(signature = (r#ref, *, targets, merge = None, spack_records = None, concurrency = 64, attempts = 20, client = None))]
+#[allow(clippy::too_many_arguments)]
+fn update_index(
     py: Python<'_>,
     r#ref: &str,
     targets: &str,
+    merge: Option<Vec<String>>,
     spack_records: Option<Py<PyAny>>,
+    concurrency: usize,
+    attempts: u32,
     client: Option<&Bound<'_, Client>>,
-    which: Update,
 ) -> PyResult<IndexUpdate> {
     let reference = parse_ref(py, r#ref)?;
     let targets = parse_targets(targets)?;
@@ -138,64 +139,16 @@ fn run_update(
         spack: reader.as_ref().map(|r| r as _),
     };
     let out = block_on(py, async {
-        match which {
-            Update::Rebuild { concurrency } => {
-                update::rebuild(&c, &reference, inputs, concurrency).await
-            }
-            Update::Merge { tags, attempts } => {
-                update::merge(&c, &reference, &tags, inputs, attempts).await
-            }
+        match &merge {
+            None => update::rebuild(&c, &reference, inputs, concurrency).await,
+            Some(tags) => update::merge(&c, &reference, tags, inputs, attempts).await,
         }
     })?;
     out.map(IndexUpdate::from).into_py_result(py)
 }
 
-/// Rebuild `index.spack` from the tags, reusing what the previous index was built from.
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, targets, spack_records = None, concurrency = 64, client = None))]
-fn rebuild_index(
-    py: Python<'_>,
-    r#ref: &str,
-    targets: &str,
-    spack_records: Option<Py<PyAny>>,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<IndexUpdate> {
-    run_update(
-        py,
-        r#ref,
-        targets,
-        spack_records,
-        client,
-        Update::Rebuild { concurrency },
-    )
-}
-
-/// Add the specs of `tags` (just pushed) to the current `index.spack`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, tags, *, targets, spack_records = None, attempts = 20, client = None))]
-fn merge_index(
-    py: Python<'_>,
-    r#ref: &str,
-    tags: Vec<String>,
-    targets: &str,
-    spack_records: Option<Py<PyAny>>,
-    attempts: u32,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<IndexUpdate> {
-    run_update(
-        py,
-        r#ref,
-        targets,
-        spack_records,
-        client,
-        Update::Merge { tags, attempts },
-    )
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<IndexUpdate>()?;
     m.add_function(wrap_pyfunction!(index_json, m)?)?;
-    m.add_function(wrap_pyfunction!(rebuild_index, m)?)?;
-    m.add_function(wrap_pyfunction!(merge_index, m)?)
+    m.add_function(wrap_pyfunction!(update_index, m)?)
 }
