@@ -146,3 +146,17 @@ def corpus(seed: int = 18, count: int = 60) -> list[tuple[str, bytes]]:
         configs.append((f"pkg-{i}-1.0-{hashes[i]}.spack", _config(closure)))
     configs.append((f"old-root-1.0-{_hash(rng)}.spack", _v4_config(rng)))
     return sorted(configs)
+
+
+def flat_corpus(count: int, seed: int = 1, base: int = 30) -> list[tuple[str, bytes]]:
+    """``count`` spec configs of the shape of a large cache: each spec stacks 2-5 of ``base``
+    shared dependencies (runtimes, zlib, ...), which have none; tag order."""
+    rng = random.Random(seed)
+    base_nodes = [_node(rng, 100_000 + i, _hash(rng), []) for i in range(base)]
+    configs = []
+    for i in range(count):
+        deps = rng.sample(base_nodes, rng.randint(2, 5))
+        h = _hash(rng)
+        root = _node(rng, i, h, [(d["name"], d["hash"]) for d in deps])
+        configs.append((f"pkg-{i}-1.0-{h}.spack", _config([root, *deps])))
+    return sorted(configs)
