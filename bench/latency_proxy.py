@@ -15,6 +15,8 @@ import threading
 import time
 from types import TracebackType
 
+_METHODS = (b"GET ", b"HEAD ", b"PUT ", b"POST ", b"PATCH ", b"DELETE ")
+
 
 class LatencyProxy:
     """Forward 127.0.0.1:<port> to ``target`` (host, port) with ``delay`` seconds each way."""
@@ -24,6 +26,8 @@ class LatencyProxy:
         self.delay = delay
         self.port = 0
         self.connections = 0
+        #: HTTP/1.1 requests seen (reads from a client that start with a method)
+        self.requests = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -33,7 +37,9 @@ class LatencyProxy:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def sender() -> None:
@@ -53,6 +59,8 @@ class LatencyProxy:
         try:
             while True:
                 data = await reader.read(1 << 16)
+                if upstream and data.startswith(_METHODS):
+                    self.requests += 1
                 await queue.put((time.monotonic() + self.delay, data))
                 if not data:
                     break
@@ -74,7 +82,9 @@ class LatencyProxy:
             if sock is not None:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await asyncio.gather(
-            self._pipe(client_r, up_w), self._pipe(up_r, client_w), return_exceptions=True
+            self._pipe(client_r, up_w, upstream=True),
+            self._pipe(up_r, client_w, upstream=False),
+            return_exceptions=True,
         )
         for w in (client_w, up_w):
             w.close()

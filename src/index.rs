@@ -4,17 +4,19 @@
 //! the network part: list tags once, fetch manifests and configs with high concurrency, and
 //! upload the resulting `index.json` exactly as Spack's `_oci_update_index` does.
 
-use std::collections::HashMap;
+pub mod db;
+pub mod node;
+pub mod state;
+pub mod update;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{ErrorKind, Result};
-use crate::media_types;
 use crate::reference::{tag_is_spec, Reference, INDEX_TAG};
-use crate::registry::{to_compact_json, BlobSource};
+
 use crate::transport::Client;
 
 /// Default concurrency of config fetches.
@@ -45,25 +47,16 @@ pub struct IndexConfigs {
     pub skipped: Vec<SkippedTag>,
     /// How many spec tags were listed.
     pub spec_tags: usize,
-    /// How many configs were reused from `previous` rather than fetched.
-    pub reused: usize,
-    /// The tags whose configs were reused (their manifest digest equals `previous`'s).
-    pub reused_tags: Vec<String>,
 }
 
 /// List the tags of `reference`'s repository and fetch the config of every spec tag
 /// (`*.spack` except `index.spack`) with `concurrency` requests in flight. Tags whose
 /// manifest or config vanished between listing and fetching are skipped, not fatal.
-///
-/// `previous` maps tag → manifest digest for configs the caller already has (incremental
-/// update): those tags' manifests are still fetched (a tag may have moved), but configs are
-/// only fetched for tags that are new or changed.
-#[allow(clippy::implicit_hasher)]
+/// ([`update::rebuild`] does the whole update, reusing what the previous index had.)
 pub async fn index_configs(
     client: &Client,
     reference: &Reference,
     concurrency: usize,
-    previous: Option<&HashMap<String, Digest>>,
 ) -> Result<IndexConfigs> {
     let repo = &client.repository(reference);
     let tags: Vec<String> = repo
@@ -72,88 +65,38 @@ pub async fn index_configs(
         .into_iter()
         .filter(|t| tag_is_spec(t))
         .collect();
-    let spec_tags = tags.len();
-    let tasks = tags.into_iter().map(|tag| async move {
-        let manifest = match repo.get_manifest(&tag).await {
-            Ok(m) if m.is_index() => {
-                return Err(SkippedTag {
-                    tag,
-                    reason: "is an image index, not a Spack image".into(),
-                })
-            }
-            Ok(m) => m,
-            Err(e) => {
-                return Err(SkippedTag {
-                    tag,
-                    reason: e.to_string(),
-                })
-            }
-        };
-        if previous.and_then(|p| p.get(&tag)) == Some(&manifest.digest) {
-            return Ok((tag, manifest.digest, None));
-        }
-        let desc = manifest.config().map_err(|e| SkippedTag {
-            tag: tag.clone(),
-            reason: e.to_string(),
-        })?;
-        match repo
-            .fetch_blob_bytes(&desc.digest, crate::registry::MAX_MANIFEST_SIZE * 16)
-            .await
-        {
-            Ok(b) => Ok((tag, manifest.digest, Some(b))),
-            Err(e) => Err(SkippedTag {
-                tag,
-                reason: e.to_string(),
-            }),
-        }
-    });
-    let results: Vec<_> = stream::iter(tasks.collect::<Vec<_>>())
+    let mut out = IndexConfigs {
+        spec_tags: tags.len(),
+        ..IndexConfigs::default()
+    };
+    let results: Vec<_> = stream::iter(tags)
+        .map(|tag| update::fetch_tag(repo, tag))
         .buffered(concurrency.max(1))
         .collect()
         .await;
-    Ok(gather(spec_tags, results))
-}
-
-/// One spec tag's outcome: its manifest digest and config (none when reused), or why not.
-type Fetched = std::result::Result<(String, Digest, Option<Bytes>), SkippedTag>;
-
-/// The configs fetched for the spec tags, sorted into used, reused and skipped.
-fn gather(spec_tags: usize, results: Vec<Fetched>) -> IndexConfigs {
-    let mut out = IndexConfigs {
-        spec_tags,
-        ..IndexConfigs::default()
-    };
     for r in results {
+        let has_spec = |config: &[u8]| {
+            serde_json::from_slice::<Value>(config)
+                .ok()
+                .is_some_and(|v| v.as_object().is_some_and(|o| o.contains_key("spec")))
+        };
         match r {
-            Ok((tag, _, None)) => {
-                out.reused += 1;
-                out.reused_tags.push(tag);
-            }
-            Ok((tag, manifest_digest, Some(config))) => {
-                let has_spec = serde_json::from_slice::<Value>(&config)
-                    .ok()
-                    .and_then(|v| v.as_object().map(|o| o.contains_key("spec")))
-                    .unwrap_or(false);
-                if has_spec {
-                    out.configs.push(SpecConfig {
-                        tag,
-                        manifest_digest,
-                        config,
-                    });
-                } else {
-                    out.skipped.push(SkippedTag {
-                        tag,
-                        reason: "config has no \"spec\" key".into(),
-                    });
-                }
-            }
+            Ok(f) if has_spec(&f.config) => out.configs.push(SpecConfig {
+                tag: f.tag,
+                manifest_digest: f.manifest,
+                config: f.config,
+            }),
+            Ok(f) => out.skipped.push(SkippedTag {
+                tag: f.tag,
+                reason: "config has no \"spec\" key".into(),
+            }),
             Err(s) => {
                 tracing::warn!(tag = %s.tag, reason = %s.reason, "skipping tag");
                 out.skipped.push(s);
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Upload `index_json` as Spack does: the index blob, a `{}` config blob, and an OCI manifest
@@ -164,39 +107,8 @@ pub async fn upload_index(
     index_json: Bytes,
 ) -> Result<Digest> {
     let repo = client.repository(reference);
-    let index_digest = Digest::of_bytes(&index_json);
-    let index_size = index_json.len();
-    let empty = Bytes::from_static(b"{}");
-    let empty_digest = Digest::of_bytes(&empty);
-    let (index_src, empty_src) = (BlobSource::Bytes(index_json), BlobSource::Bytes(empty));
-    let (a, b) = tokio::join!(
-        repo.upload_blob(&index_src, &index_digest, false),
-        repo.upload_blob(&empty_src, &empty_digest, false),
-    );
-    a?;
-    b?;
-    let manifest = json!({
-        "mediaType": media_types::OCI_MANIFEST,
-        "schemaVersion": 2,
-        "config": {
-            "mediaType": media_types::OCI_CONFIG,
-            "digest": empty_digest.to_string(),
-            "size": 2,
-        },
-        "layers": [{
-            "mediaType": media_types::OCI_LAYER_GZIP,
-            "digest": index_digest.to_string(),
-            "size": index_size,
-        }],
-    });
-    let (digest, _) = repo
-        .put_manifest(
-            Some(INDEX_TAG),
-            Bytes::from(to_compact_json(&manifest)),
-            media_types::OCI_MANIFEST,
-        )
-        .await?;
-    Ok(digest)
+    let manifest = update::upload_blobs(&repo, index_json, None).await?;
+    update::put_index_manifest(&repo, manifest).await
 }
 
 /// Fetch the current index: its layer digest and bytes (Spack's `OCIIndexFetcher`). `None`

@@ -16,6 +16,7 @@ __all__ = [
     "Client",
     "FetchResult",
     "IndexConfigs",
+    "IndexUpdate",
     "PrefetchResult",
     "PushItem",
     "PushResult",
@@ -36,6 +37,7 @@ __all__ = [
     "fetch_index",
     "get_manifest_and_config",
     "get_manifest_and_config_async",
+    "index_json",
     "list_tags",
     "list_tags_async",
     "parse_reference",
@@ -45,6 +47,7 @@ __all__ = [
     "push",
     "push_async",
     "reset_logging",
+    "update_index",
     "upload_blob",
     "upload_index",
     "upload_index_async",
@@ -274,18 +277,11 @@ class IndexConfigs:
     @property
     def spec_tags(self) -> int:
         """How many spec tags were listed."""
-    @property
-    def reused_tags(self) -> list[str]:
-        """The spec tags whose configs were not fetched because ``previous`` had them."""
-    @property
-    def reused(self) -> int:
-        """How many configs were not fetched because ``previous`` had them."""
 
 def build_index(
     ref: str,
     *,
     concurrency: int = 64,
-    previous: Mapping[str, str] | None = None,
     client: Client | None = None,
 ) -> IndexConfigs:
     """List the tags of the repository of ``ref`` and fetch the manifest and config of every
@@ -293,13 +289,107 @@ def build_index(
 
     Args:
         concurrency: requests in flight.
-        previous: tag -> manifest digest of configs the caller has already (incremental
-            update); their configs are not fetched again unless the tag moved.
     """
 
 def upload_index(ref: str, index: bytes | _Path, *, client: Client | None = None) -> str:
     """Upload an ``index.json`` (bytes or a file) as Spack does: the index blob, a ``{}``
     config blob and an OCI manifest tagged ``index.spack``. Returns the manifest digest."""
+
+def index_json(
+    configs: Sequence[tuple[str, bytes]],
+    *,
+    targets: str,
+    spack_records: Callable[[bytes], str] | None = None,
+    previous: bytes | None = None,
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """Spack's build-cache ``index.json`` (``BuildCacheDatabase._write_to_file``) for image
+    ``configs`` (name, config bytes), byte for byte, written by the engine.
+
+    Args:
+        targets: ``{name: target dict}`` JSON of the running Spack's archspec targets
+            (``spack_oci_rs.spack_index.targets_json()``).
+        spack_records: called with a config the engine cannot read alone (old specfile
+            formats, ...); returns its records as Spack makes them
+            (``spack_oci_rs.spack_index.spack_records``). Without it such configs are skipped.
+        previous: an ``index.json`` to add the configs to (a merge) instead of an empty one.
+
+    Returns:
+        The bytes, and ``(name, reason)`` of configs left out (not JSON, no ``spec``, ...).
+
+    Raises:
+        ValueError: ``targets`` or ``previous`` cannot be read.
+    """
+
+@final
+class IndexUpdate:
+    """How :func:`update_index` went."""
+
+    @property
+    def mode(self) -> str:
+        """``"rebuild"`` or ``"merge"`` (a merge with no readable index rebuilds)."""
+    @property
+    def note(self) -> str | None:
+        """Why a merge rebuilt instead (no index yet, an unreadable one)."""
+    @property
+    def manifest_digest(self) -> str | None:
+        """The ``index.spack`` manifest now in the repository (None when not settled)."""
+    @property
+    def specs(self) -> int:
+        """Specs in the index (records marked ``in_buildcache``)."""
+    @property
+    def records(self) -> int:
+        """All records (specs and their dependencies)."""
+    @property
+    def spec_tags(self) -> int:
+        """Spec tags listed (rebuild) or given (merge)."""
+    @property
+    def fetched(self) -> int:
+        """Configs fetched."""
+    @property
+    def reused(self) -> int:
+        """Tags whose manifest was unchanged (one HEAD) and whose records were reused."""
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(tag, reason)`` of tags left out (vanished, not JSON, no ``spec``, ...)."""
+    @property
+    def attempts(self) -> int:
+        """Merge rounds (more than 1 when other pushers replaced the index meanwhile)."""
+    @property
+    def settled(self) -> bool:
+        """False when other pushers kept replacing the index until the attempts ran out:
+        ``spack buildcache update-index`` (a rebuild) repairs it."""
+
+def update_index(
+    ref: str,
+    *,
+    targets: str,
+    merge: Sequence[str] | None = None,
+    spack_records: Callable[[bytes], str] | None = None,
+    concurrency: int = 64,
+    attempts: int = 20,
+    client: Client | None = None,
+) -> IndexUpdate:
+    """Update the ``index.spack`` of the repository of ``ref``.
+
+    Without ``merge``, a rebuild (``spack buildcache update-index``): the index is written
+    from the spec tags, as Spack's ``_oci_update_index`` writes it, byte for byte, with the
+    map tag -> manifest -> config digest it was built from stored beside it (a second layer
+    that Spack ignores). With that map, a tag whose manifest is unchanged costs one HEAD and
+    its records come from the previous index; new or changed tags get their manifest and
+    config fetched. Tags that vanished, or whose config is not JSON or has no ``spec``, are
+    skipped (``skipped``).
+
+    With ``merge`` (the tags just pushed; ``push --update-index``), their specs and their
+    dependencies' records are added to the current index, without listing tags. When
+    another pusher replaced the index meanwhile (its manifest digest changed before our PUT,
+    or right after it), the specs are merged into theirs and tried again, up to
+    ``attempts`` rounds; ``settled`` says whether it worked out. Without an index, or with
+    one that cannot be read, the index is rebuilt instead (``mode == "rebuild"``).
+
+    Args:
+        targets, spack_records: as for :func:`index_json`.
+        concurrency: requests in flight (rebuild).
+    """
 
 def fetch_index(
     ref: str, *, known: str | None = None, client: Client | None = None
@@ -453,7 +543,8 @@ class PushResult:
     def manifest_size(self) -> int | None: ...
     @property
     def digest(self) -> str | None:
-        """Digest of the item's compressed layer."""
+        """Digest of the item's compressed layer (for a skipped item only when an item of
+        the same push stacked it, else None: a no-op re-push reads nothing but the tags)."""
     @property
     def diff_id(self) -> str | None:
         """Digest of the item's uncompressed layer."""
@@ -653,7 +744,6 @@ def build_index_async(
     ref: str,
     *,
     concurrency: int = 64,
-    previous: Mapping[str, str] | None = None,
     client: Client | None = None,
 ) -> Awaitable[IndexConfigs]:
     """Awaitable :func:`build_index`."""

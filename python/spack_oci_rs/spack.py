@@ -11,9 +11,9 @@ Importing this module imports Spack: it is only meant to be imported from within
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -36,6 +36,7 @@ import spack.util.spack_yaml as syaml
 from spack import traverse
 
 import spack_oci_rs as engine
+from spack_oci_rs import spack_index
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -380,12 +381,35 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
                 f"(waited {results[0].throttle_wait:.1f}s)"
             )
         if self.update_index and len(skipped) + len(errors) < len(specs):
-            update_index(self.target_image, self.tmpdir)
+            merge_index(self.target_image, [r.tag for r in results if r.status != "failed"])
         return skipped, errors
+
+    def _layer_info(self, ref: str) -> tuple[str, str, int] | None:
+        try:
+            manifest, config = engine.get_manifest_and_config(ref, client=self._client())
+            layer = manifest["layers"][-1]
+            return str(layer["digest"]), str(config["rootfs"]["diff_ids"][-1]), int(layer["size"])
+        except (engine.OciError, KeyError, IndexError, TypeError):
+            return None
+
+    def _look_up_layers(self, roots: list[spack.spec.Spec]) -> None:
+        """Layer info of the images of ``roots`` and their link/run dependencies that the
+        push did not need (skipped ones are not looked up), fetched concurrently."""
+        nodes = [
+            s
+            for s in traverse.traverse_nodes(roots, deptype=("link", "run"), root=True)
+            if not s.external and s.dag_hash() not in self._layers
+        ]
+        refs = [ref_string(self.target_image.with_tag(bindist._oci_default_tag(s))) for s in nodes]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for spec, info in zip(nodes, pool.map(self._layer_info, refs), strict=True):
+                if info is not None:
+                    self._layers[spec.dag_hash()] = info
 
     @_guarded
     def tag(self, tag: str, roots: list[spack.spec.Spec]) -> None:
         tagged_image = self.target_image.with_tag(tag)
+        self._look_up_layers(roots)
         arch = bindist._oci_archspec_to_gooarch(roots[0])
         item = engine.PushItem(
             spack.oci.image.ensure_valid_tag(tag),
@@ -400,76 +424,57 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
         tty.info(f"Tagged {tagged_image}")
 
 
-def _index_cache_file(ref: str) -> str | None:
-    """Where the configs of the last index update of ``ref`` are kept (Spack's misc cache)."""
-    try:
-        import spack.caches
+@_guarded
+def update_index(image_ref: ImageReference, tmpdir: str) -> None:
+    """Spack's ``_oci_update_index`` on the engine: the index rebuilt from the tags and
+    written by the engine, byte for byte as Spack writes it.
 
-        root = spack.caches.MISC_CACHE.root
-    except Exception:
-        return None
-    name = hashlib.sha256(ref.encode()).hexdigest()[:24]
-    return os.path.join(str(root), "spack-oci-rs", f"index-configs-{name}.json")
-
-
-def _load_index_cache(path: str | None) -> dict[str, list[Any]]:
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    The map tag -> manifest -> config digest it was built from is stored with the index, so
+    a tag whose manifest did not change costs one HEAD (on any machine) and its records come
+    from the previous index; only new or changed tags are fetched.
+    """
+    ref = ref_string(image_ref, tag=False)
+    result = engine.update_index(
+        ref,
+        targets=spack_index.targets_json(),
+        spack_records=spack_index.spack_records,
+        client=client(image_ref.domain),
+    )
+    _report_index(image_ref, result)
 
 
-def _save_index_cache(path: str | None, configs: dict[str, list[Any]]) -> None:
-    if path is None:
-        return
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(configs, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except OSError as e:
-        tty.debug(f"spack_oci_rs: cannot keep the index configs in {path}: {e}")
+def _report_index(image_ref: ImageReference, result: engine.IndexUpdate) -> None:
+    where = f"{image_ref.domain}/{image_ref.name}"
+    for tag, reason in result.skipped:
+        tty.warn(f"Skipping {tag} in the index of {where}: {reason}")
+    if result.note:
+        tty.debug(f"spack_oci_rs: index of {where} rebuilt: {result.note}")
+    tty.debug(
+        f"spack_oci_rs: index of {where} ({result.mode}): {result.specs} specs, "
+        f"{result.fetched} configs fetched, {result.reused} unchanged, "
+        f"{result.attempts} attempt(s)"
+    )
 
 
 @_guarded
-def update_index(image_ref: ImageReference, tmpdir: str) -> None:
-    """Spack's ``_oci_update_index``: configs fetched concurrently by the engine, the database
-    built by Spack, ``index.spack`` uploaded by the engine.
-
-    Incremental: the configs of the previous update are kept in Spack's misc cache with their
-    manifest digests; only tags that are new or whose manifest changed are fetched again. The
-    index is the same as a full rebuild (configs are added in tag order either way).
-    """
-    ref = ref_string(image_ref, tag=False)
-    c = client(image_ref.domain)
-    cache_file = _index_cache_file(ref)
-    cached = _load_index_cache(cache_file)
-    previous = {t: v[0] for t, v in cached.items() if isinstance(v, list) and len(v) == 2}
-    gathered = engine.build_index(ref, previous=previous, client=c)
-    for tag, reason in gathered.skipped:
-        tty.warn(f"Skipping {tag} in the index of {image_ref.domain}/{image_ref.name}: {reason}")
-    configs: dict[str, list[Any]] = {t: cached[t] for t in gathered.reused_tags}
-    for tag, digest, config in gathered.configs:
-        configs[tag] = [digest, config]
-    _save_index_cache(cache_file, configs)
-    if gathered.reused:
-        tty.debug(f"spack_oci_rs: index: {gathered.reused} configs reused, "
-                  f"{len(gathered.configs)} fetched")  # fmt: skip
-    db = bindist.BuildCacheDatabase(os.path.join(tmpdir, "db_root"))
-    for tag in sorted(configs):
-        config = configs[tag][1]
-        spec = spack.spec.Spec.from_dict(config)
-        db.add(spec)
-        db.mark(spec, "in_buildcache", True)
-    index_json_path = os.path.join(tmpdir, spack.database.INDEX_JSON_FILE)
-    with open(index_json_path, "w", encoding="utf-8") as f:
-        db._write_to_file(f)
-    engine.upload_index(ref, index_json_path, client=c)
+def merge_index(image_ref: ImageReference, tags: list[str]) -> None:
+    """``push --update-index``: the specs just pushed (``tags``) merged into the current
+    index, without listing the cache's tags; a missing or unreadable index is rebuilt."""
+    result = engine.update_index(
+        ref_string(image_ref, tag=False),
+        merge=tags,
+        targets=spack_index.targets_json(),
+        spack_records=spack_index.spack_records,
+        client=client(image_ref.domain),
+    )
+    _report_index(image_ref, result)
+    if not result.settled:
+        where = f"{image_ref.domain}/{image_ref.name}"
+        tty.warn(
+            f"The index of {where} may lack the specs just pushed: other pushers kept "
+            f"replacing it ({result.attempts} attempts). Run `spack buildcache update-index` "
+            "on the mirror to repair it."
+        )
 
 
 class RustOCIIndexFetcher(bindist.IndexFetcher):  # type: ignore[misc]

@@ -34,7 +34,7 @@ use crate::tarball::{RelocationLists, TarballOptions};
 use crate::transport::Client;
 use image::{put_image, Reupload};
 use layers::make_layer;
-use plan::existing_layers;
+use plan::{existing_layers, Existing};
 
 /// Serializes the buildinfo once the relocation scan is known (Spack does it in Python).
 pub type BuildinfoFn = Arc<dyn Fn(&RelocationLists) -> Result<Vec<u8>> + Send + Sync>;
@@ -292,11 +292,15 @@ impl Run {
     /// (1) What exists already.
     async fn find_existing(&mut self) {
         if !self.options.force && self.skipped.iter().any(|s| !*s) {
-            let existing = existing_layers(&self.target, &self.items).await;
+            let existing = existing_layers(&self.target, &self.items, &self.layers).await;
             for (i, found) in existing.into_iter().enumerate() {
-                if let Some(info) = found.filter(|_| !self.skipped[i]) {
-                    self.skipped[i] = true;
-                    self.slots[i].status = ItemStatus::Skipped;
+                let Existing::Yes(info) = found else { continue };
+                if self.skipped[i] {
+                    continue;
+                }
+                self.skipped[i] = true;
+                self.slots[i].status = ItemStatus::Skipped;
+                if let Some(info) = info {
                     self.slots[i].layer = Some(info.clone());
                     self.layers.insert(self.items[i].key.clone(), info);
                 }

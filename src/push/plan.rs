@@ -1,6 +1,6 @@
 //! What a push must do: which items' tags exist already with a usable image.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -36,22 +36,46 @@ pub(super) fn check_local(source: &LayerSource) -> Result<()> {
     Ok(())
 }
 
-/// For every item with a layer: its layer info if its tag exists with a usable manifest.
+/// Whether an item's image exists already.
+pub(super) enum Existing {
+    /// Not there (or unusable): push it.
+    No,
+    /// There; its layer info when an item to push stacks that layer (else not fetched).
+    Yes(Option<LayerInfo>),
+}
+
+/// For every item: does its tag exist with a usable image. One tag listing decides; the
+/// manifests and configs of existing items are fetched (in one parallel round) only for
+/// the layers that items still to push stack on and `known` lacks. If listing fails, every
+/// tag is checked directly, as Spack does.
 pub(super) async fn existing_layers(
     repo: &Repository,
     items: &[PushItem],
-) -> Vec<Option<LayerInfo>> {
-    // One tag listing replaces a manifest GET per missing item. If listing fails, check
-    // every tag directly, as Spack does.
+    known: &HashMap<String, LayerInfo>,
+) -> Vec<Existing> {
     let tags: Option<BTreeSet<String>> =
         repo.list_tags().await.ok().map(|t| t.into_iter().collect());
+    let listed =
+        |it: &PushItem| it.layer.is_some() && tags.as_ref().is_none_or(|t| t.contains(&it.tag));
+    let needed: HashSet<&str> = items
+        .iter()
+        .filter(|it| it.layer.is_none() || tags.as_ref().is_some_and(|t| !t.contains(&it.tag)))
+        .flat_map(|it| it.layers.iter().map(String::as_str))
+        .filter(|k| !known.contains_key(*k))
+        .collect();
     let tasks = items.iter().map(|it| {
-        let tags = &tags;
+        let fetch = listed(it) && (tags.is_none() || needed.contains(it.key.as_str()));
         async move {
-            if it.layer.is_none() || tags.as_ref().is_some_and(|t| !t.contains(&it.tag)) {
-                return None;
+            if !listed(it) {
+                return Existing::No;
             }
-            repo.blob_info(&it.tag).await.ok()
+            if !fetch {
+                return Existing::Yes(None);
+            }
+            match repo.blob_info(&it.tag).await {
+                Ok(info) => Existing::Yes(Some(info)),
+                Err(_) => Existing::No,
+            }
         }
     });
     stream::iter(tasks.collect::<Vec<_>>())

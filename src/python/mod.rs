@@ -4,6 +4,7 @@
 
 mod auth;
 mod errors;
+mod index;
 mod logging;
 mod ops;
 mod push;
@@ -168,6 +169,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Client>()?;
     ops::register(m)?;
+    index::register(m)?;
     push::register(m)?;
     tarball::register(m)?;
     logging::register(m)?;

@@ -1,6 +1,5 @@
 //! Registry building blocks: tags, blobs, manifests, base-image copies, the index.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -362,22 +361,18 @@ pub struct IndexConfigs {
     /// `(tag, reason)` of tags left out.
     skipped: Vec<(String, String)>,
     spec_tags: usize,
-    reused: usize,
-    /// Spec tags whose configs were not fetched because `previous` had them unchanged.
-    reused_tags: Vec<String>,
 }
 
 /// List tags and fetch the config of every spec tag concurrently.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
+#[pyo3(signature = (r#ref, *, concurrency = 64, client = None))]
 fn build_index(
     py: Python<'_>,
     r#ref: &str,
     concurrency: usize,
-    previous: Option<HashMap<String, String>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<IndexConfigs> {
-    let fut = build_index_future(py, r#ref, concurrency, previous, client)?;
+    let fut = build_index_future(py, r#ref, concurrency, client)?;
     let out = block_on(py, fut)?.into_py_result(py)?;
     index_configs_to_py(py, &out)
 }
@@ -386,24 +381,13 @@ fn build_index_future(
     py: Python<'_>,
     r#ref: &str,
     concurrency: usize,
-    previous: Option<HashMap<String, String>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<
     impl std::future::Future<Output = crate::Result<crate::index::IndexConfigs>> + Send + 'static,
 > {
     let reference = parse_ref(py, r#ref)?;
-    let previous: Option<HashMap<String, Digest>> = previous
-        .map(|p| {
-            p.into_iter()
-                .map(|(t, d)| Ok((t, Digest::parse(&d)?)))
-                .collect::<crate::Result<_>>()
-        })
-        .transpose()
-        .into_py_result(py)?;
     let c = client_for(py, client)?;
-    Ok(
-        async move { crate::index::index_configs(&c, &reference, concurrency, previous.as_ref()).await },
-    )
+    Ok(async move { crate::index::index_configs(&c, &reference, concurrency).await })
 }
 
 fn index_configs_to_py(py: Python<'_>, out: &crate::index::IndexConfigs) -> PyResult<IndexConfigs> {
@@ -424,8 +408,6 @@ fn index_configs_to_py(py: Python<'_>, out: &crate::index::IndexConfigs) -> PyRe
             .map(|s| (s.tag.clone(), s.reason.clone()))
             .collect(),
         spec_tags: out.spec_tags,
-        reused: out.reused,
-        reused_tags: out.reused_tags.clone(),
     })
 }
 
@@ -724,15 +706,14 @@ fn get_manifest_and_config_async<'py>(
 
 /// Async `build_index`.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = 64, previous = None, client = None))]
+#[pyo3(signature = (r#ref, *, concurrency = 64, client = None))]
 fn build_index_async<'py>(
     py: Python<'py>,
     r#ref: &str,
     concurrency: usize,
-    previous: Option<HashMap<String, String>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let fut = build_index_future(py, r#ref, concurrency, previous, client)?;
+    let fut = build_index_future(py, r#ref, concurrency, client)?;
     future_into_py(py, async move {
         let out = fut.await;
         Python::attach(|py| index_configs_to_py(py, &out.into_py_result(py)?))
