@@ -13,6 +13,7 @@ from __future__ import annotations
 from . import exceptions
 from ._native import (
     Client,
+    CopyResult,
     FetchResult,
     IndexConfigs,
     IndexUpdate,
@@ -23,6 +24,7 @@ from ._native import (
     __version__,
     blob_exists,
     build_index,
+    copy,
     copy_missing_layers,
     create_tarball,
     default_tag,
@@ -60,6 +62,7 @@ from .exceptions import (
 __all__ = [
     "AuthenticationError",
     "Client",
+    "CopyResult",
     "DigestMismatchError",
     "FetchResult",
     "IndexConfigs",
@@ -80,6 +83,7 @@ __all__ = [
     "__version__",
     "blob_exists",
     "build_index",
+    "copy",
     "copy_missing_layers",
     "create_tarball",
     "default_tag",

@@ -20,6 +20,9 @@ from ._native import (
     build_index_async as build_index,
 )
 from ._native import (
+    copy_async as copy,
+)
+from ._native import (
     fetch_blob_async as fetch_blob,
 )
 from ._native import (
@@ -44,6 +47,7 @@ from ._native import (
 __all__ = [
     "blob_exists",
     "build_index",
+    "copy",
     "fetch_blob",
     "fetch_blobs",
     "get_manifest_and_config",
