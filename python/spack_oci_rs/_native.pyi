@@ -14,6 +14,7 @@ from typing import Any, final
 
 __all__ = [
     "Client",
+    "CopyResult",
     "FetchResult",
     "IndexConfigs",
     "IndexUpdate",
@@ -26,6 +27,8 @@ __all__ = [
     "blob_exists_async",
     "build_index",
     "build_index_async",
+    "copy",
+    "copy_async",
     "copy_missing_layers",
     "create_tarball",
     "default_tag",
