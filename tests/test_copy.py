@@ -209,3 +209,46 @@ def test_tags_glob_and_spack_env(
     )
     assert out.returncode == 3, out.stderr
     assert "d-4-" + "d" * 32 + ".spack" in out.stderr and "no tag" in out.stderr
+
+
+def test_progress_callbacks_and_aio(
+    registry: Registry,
+    new_repo: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    import spack_oci_rs.aio as aoci
+
+    src, base = new_repo("src"), new_repo("base")
+    make_cache(registry, src, base, tmp_path / "cache")
+    ref = registry.repo_url(src)
+    manifest, _ = oci.get_manifest_and_config(f"{ref}:{TAGS[0]}")
+    blobs = [manifest["config"], *manifest["layers"]]
+    seen: list[dict[str, Any]] = []
+    out = tmp_path / "out"
+    out.mkdir()
+    requests = [(ref, b["digest"], out / b["digest"][7:]) for b in blobs]
+    results = oci.fetch_blobs(requests, progress=lambda e, i: seen.append(i))
+    assert all(r.ok for r in results)
+    assert seen[-1]["done"] == sum(b["size"] for b in blobs)
+
+    # A callback that raises is reported once and not called again; the work goes on.
+    calls: list[str] = []
+
+    def broken(event: str, info: dict[str, Any]) -> None:
+        calls.append(event)
+        raise RuntimeError("broken callback")
+
+    reported: list[BaseException | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+    copied = oci.copy(ref, registry.repo_url(new_repo("dst")), progress=broken)
+    assert {r.status for r in copied} == {"copied"} and len(calls) == 1
+    assert len(reported) == 1 and "broken callback" in str(reported[0])
+
+    async def main() -> list[oci.CopyResult]:
+        return await aoci.copy(ref, registry.repo_url(new_repo("aio")), tags=[TAGS[1]])
+
+    again = asyncio.run(main())
+    assert [(r.tag, r.status) for r in again] == [(TAGS[1], "copied")]
