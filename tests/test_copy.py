@@ -252,3 +252,58 @@ def test_progress_callbacks_and_aio(
 
     again = asyncio.run(main())
     assert [(r.tag, r.status) for r in again] == [(TAGS[1], "copied")]
+
+
+def test_image_index_copied_with_its_manifests(
+    registry: Registry, tls_registry: Registry, new_repo: Callable[[str], str]
+) -> None:
+    src, dst = registry.repo_url(new_repo("src")), tls_registry.repo_url(new_repo("dst"))
+    entries = []
+    for arch in ("amd64", "arm64"):
+        config = json.dumps({"architecture": arch, "os": "linux"}).encode()
+        layer = os.urandom(1000)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": oci.upload_blob(src, config)[0],
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": oci.upload_blob(src, layer)[0],
+                    "size": len(layer),
+                }
+            ],
+        }
+        digest, size = oci.upload_manifest(src, manifest, tag=False)
+        entries.append(
+            {
+                "mediaType": manifest["mediaType"],
+                "digest": digest,
+                "size": size,
+                "platform": {"architecture": arch, "os": "linux"},
+            }
+        )
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }
+    oci.upload_manifest(f"{src}:multi", index)
+    assert tls_registry.ca_file is not None
+    client = oci.Client(ca_certs=[tls_registry.ca_file])
+    (r,) = oci.copy(src, dst, client=client)
+    assert r.status == "copied" and r.blobs_copied == 4
+    dst_repo = dst.rsplit("/", 1)[1]
+    src_repo = src.rsplit("/", 1)[1]
+    assert (
+        tls_registry.get_manifest(dst_repo, "multi").body
+        == registry.get_manifest(src_repo, "multi").body
+    )
+    for e in entries:
+        assert tls_registry.manifest_exists(dst_repo, e["digest"])
+    _, cfg = oci.get_manifest_and_config(f"{dst}:multi", "arm64", client=client)
+    assert cfg["architecture"] == "arm64"
