@@ -177,6 +177,16 @@ def test_mirror_names_via_the_spack_on_path(
     assert "Spack mirror rs" in bare.stderr and url in bare.stderr
     inspected = cli_env(env, "inspect", "--mirror", "rs", "only.spack", "--json", *ca)
     assert json.loads(inspected.stdout)["manifest"]["layers"] == []
+    doctor = cli_env(env, "doctor", "rs", "--json", *ca)
+    assert doctor.returncode == 0, doctor.stderr
+    assert json.loads(doctor.stdout)["repository"] == repo_name
+    # Any other bare word is said to be read as a Docker Hub image (the usage error after
+    # that keeps the test on loopback: no request is sent).
+    other = cli_env(env, "tags", "nomirror", "--username", "u")
+    assert other.returncode == 2
+    assert (
+        "'nomirror' is no Spack mirror: read as index.docker.io/library/nomirror" in other.stderr
+    )
     nosuch = cli_env(env, "tags", "--mirror", "nope")
     assert nosuch.returncode == 2 and "rs" in nosuch.stderr
     notoci = cli_env(env, "tags", "--mirror", "plain")

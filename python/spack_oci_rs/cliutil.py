@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import spack_mirrors
+from ._native import parse_reference
 from .exceptions import OciError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -100,15 +101,26 @@ def resolve(args: argparse.Namespace, word: str | None) -> tuple[str, spack_mirr
         return m.url + suffix, m
     if word is None:
         raise UsageError("a registry reference (or --mirror NAME) is needed")
-    if _looks_bare(word) and spack_mirrors.find_spack():
-        base, _, tag = word.partition(":")
+    if not _looks_bare(word):
+        return word, None
+    base, _, tag = word.partition(":")
+    named = None
+    if spack_mirrors.find_spack():
         try:
             named = _spack_mirrors().get(base)
         except spack_mirrors.MirrorError:
             named = None
-        if named is not None and named.is_oci:
-            print(f"note: {base!r} is the Spack mirror {base} ({named.url})", file=sys.stderr)
-            return named.url + (f":{tag}" if tag else ""), named
+    if named is not None and named.is_oci:
+        print(f"note: {base!r} is the Spack mirror {base} ({named.url})", file=sys.stderr)
+        return named.url + (f":{tag}" if tag else ""), named
+    try:
+        parsed = parse_reference(word)
+    except OciError:
+        return word, None  # the caller reports the bad reference
+    print(
+        f"note: {base!r} is no Spack mirror: read as {parsed['domain']}/{parsed['name']}",
+        file=sys.stderr,
+    )
     return word, None
 
 
