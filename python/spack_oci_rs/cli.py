@@ -324,7 +324,9 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--ca-cert", action="append", metavar="PEM", help="extra CA (file or dir)")
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     common.add_argument(
-        "--retries", type=positive_int, default=5, help="attempts per request (at least 1)"
+        "--retries",
+        type=positive_int,
+        help=f"attempts per request, at least 1 (default {oci.Client.DEFAULTS['retries']})",
     )
     common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     # For the commands of one repository: the positional is then a tag of the mirror.

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
+use super::call::{add_twin, twins, Call};
 use super::errors::{to_pyerr, IntoPyResult};
 use super::ops::parse_ref;
 use super::progress::Callback;
-use super::runtime::{block_on, future_into_py};
 use super::{client_for, Client};
 use crate::copy::{self as core, CopyEvent, CopyOptions, TagCopy};
 
@@ -63,69 +63,39 @@ fn events(cb: Py<PyAny>) -> core::CopyFn {
     })
 }
 
-type Copied = crate::Result<Vec<TagCopy>>;
-
-fn copy_future(
-    py: Python<'_>,
-    src: &str,
-    dst: &str,
-    tags: Option<Vec<String>>,
-    concurrency: usize,
-    progress: Option<Py<PyAny>>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<impl std::future::Future<Output = Copied> + Send + 'static> {
-    let (s, d) = (parse_ref(py, src)?, parse_ref(py, dst)?);
-    let c = client_for(py, client)?;
-    let opts = CopyOptions { tags, concurrency };
-    let events = progress.map(events);
-    Ok(async move { core::copy(&c, &s, &d, opts, events).await })
-}
-
-fn to_results(py: Python<'_>, out: Copied) -> PyResult<Vec<CopyResult>> {
-    let out = out.into_py_result(py)?;
-    Ok(out.into_iter().map(|r| to_result(py, r)).collect())
-}
-
-/// Copy the tags of `src` (all, or `tags`) to `dst`: blobs mounted on one registry, else
-/// streamed; manifests byte for byte; tags the destination has unchanged are skipped;
-/// `index.spack` last. One result per tag.
-#[pyfunction]
-#[pyo3(signature = (src, dst, *, tags = None, concurrency = 8, progress = None, client = None))]
-fn copy(
-    py: Python<'_>,
-    src: &str,
-    dst: &str,
-    tags: Option<Vec<String>>,
-    concurrency: usize,
-    progress: Option<Py<PyAny>>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Vec<CopyResult>> {
-    let fut = copy_future(py, src, dst, tags, concurrency, progress, client)?;
-    let out = block_on(py, fut)?;
-    to_results(py, out)
-}
-
-/// Async `copy`.
-#[pyfunction]
-#[pyo3(signature = (src, dst, *, tags = None, concurrency = 8, progress = None, client = None))]
-fn copy_async<'py>(
-    py: Python<'py>,
-    src: &str,
-    dst: &str,
-    tags: Option<Vec<String>>,
-    concurrency: usize,
-    progress: Option<Py<PyAny>>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = copy_future(py, src, dst, tags, concurrency, progress, client)?;
-    future_into_py(py, async move {
-        let out = fut.await;
-        Python::attach(|py| to_results(py, out))
-    })
+twins! {
+    /// Copy the tags of `src` (all, or `tags`) to `dst`: blobs mounted on one registry, else
+    /// streamed; manifests byte for byte; tags the destination has unchanged are skipped;
+    /// `index.spack` last. One result per tag.
+    #[pyo3(signature = (src, dst, *, tags = None, concurrency = 8, progress = None, client = None))]
+    fn copy / copy_async (
+        py,
+        src: &str,
+        dst: &str,
+        tags: Option<Vec<String>>,
+        concurrency: usize,
+        progress: Option<Py<PyAny>>,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Vec<CopyResult> {
+        let (s, d) = (parse_ref(py, src)?, parse_ref(py, dst)?);
+        let c = client_for(py, client)?;
+        let opts = CopyOptions { tags, concurrency };
+        let events = progress.map(events);
+        Call::new(
+            async move { core::copy(&c, &s, &d, opts, events).await },
+            |py, out: crate::Result<Vec<TagCopy>>| {
+                let out = out.into_py_result(py)?;
+                Ok(out.into_iter().map(|r| to_result(py, r)).collect::<Vec<_>>())
+            },
+        )
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CopyResult>()?;
-    m.add_function(wrap_pyfunction!(copy, m)?)?;
-    m.add_function(wrap_pyfunction!(copy_async, m)?)
+    add_twin(
+        m,
+        wrap_pyfunction!(copy, m)?,
+        wrap_pyfunction!(copy_async, m)?,
+    )
 }
