@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -260,10 +261,31 @@ def test_push_prefix_streams_spack_tarball(
         )
         for p in (a, b)
     ]
+    # The file contents the tarballs read: what the byte events count.
+    contents = sum(
+        f.stat().st_size
+        for p in (a, b)
+        for f in p.rglob("*")
+        if f.is_file() and not f.is_symlink()
+    )
     for stream in (True, False):
         repo = ref + ("-stream" if stream else "-file")
-        results = oci.push(repo, items, buildinfo_dump=dump, stream_layers=stream)
+        events: list[tuple[str, dict[str, Any]]] = []
+        results = oci.push(
+            repo,
+            items,
+            buildinfo_dump=dump,
+            stream_layers=stream,
+            progress=lambda ev, info, seen=events: seen.append((ev, info)),
+        )
         assert [r.status for r in results] == ["pushed", "pushed"], [r.error for r in results]
+        done = [(i["done"], i["total"]) for e, i in events if e == "bytes"]
+        assert len(done) >= 2 and done[-1] == (contents, contents), done
+        assert all(x[0] <= y[0] for x, y in itertools.pairwise(done)), done
+        assert all(d <= t for d, t in done) and done[0][1] == contents, done
+        # The bytes are counted while the layers are made, not after them.
+        kinds = [e for e, _ in events]
+        assert kinds.index("bytes") < kinds.index("layer_done")
         for r, p in zip(results, (a, b), strict=False):
             assert r.relocate_textfiles == ["bin/" + p.name[0]]
             assert r.relocate_links == ["lib/link"]

@@ -211,25 +211,11 @@ def cli_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_progress_redrawn_on_a_tty_not_in_a_pipe(
-    registry: Registry, new_repo: Callable[[str], str], tmp_path: Path
-) -> None:
-    ref = _cache(registry, new_repo("src"), tmp_path)
-    dst = registry.repo_url(new_repo("dst"))
-    # Under a pseudo-terminal (stderr a TTY): one line redrawn with \r, bytes and a rate.
+def _on_a_tty(*args: str) -> str:
+    """What ``spack-oci-rs ARGS`` writes under a pseudo-terminal (stdout and stderr a TTY)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec at once
-        os.execv(
-            sys.executable,
-            [
-                sys.executable,
-                "-m",
-                "spack_oci_rs",
-                "fetch",
-                f"{ref}:t0-1.0.spack",
-                str(tmp_path / "tty"),
-            ],
-        )
+        os.execv(sys.executable, [sys.executable, "-m", "spack_oci_rs", *args])
     seen = b""
     while True:
         try:
@@ -241,11 +227,46 @@ def test_progress_redrawn_on_a_tty_not_in_a_pipe(
         seen += chunk
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, seen
-    text = seen.decode()
+    return seen.decode()
+
+
+def test_progress_redrawn_on_a_tty_not_in_a_pipe(
+    registry: Registry, new_repo: Callable[[str], str], tmp_path: Path
+) -> None:
+    ref = _cache(registry, new_repo("src"), tmp_path)
+    dst = registry.repo_url(new_repo("dst"))
+    # Under a pseudo-terminal (stderr a TTY): one line redrawn with \r, bytes and a rate.
+    text = _on_a_tty("fetch", f"{ref}:t0-1.0.spack", str(tmp_path / "tty"))
     assert "\r\x1b[Kfetch " in text and "/s" in text and "%" in text
     # Into a pipe: no redrawing; copy prints one line per tag on stderr; --quiet nothing.
     piped = cli("copy", ref, dst)
     assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
     assert len([line for line in piped.stderr.splitlines() if line.startswith("copied")]) == 3
     quiet = cli("copy", ref, registry.repo_url(new_repo("q")), "--quiet")
+    assert quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_push_dir_progress_redrawn_on_a_tty_not_in_a_pipe(
+    registry: Registry, new_repo: Callable[[str], str], tmp_path: Path
+) -> None:
+    d = tmp_path / "big"
+    (d / "lib").mkdir(parents=True)
+    # More than SMALL_PREFIX (8 MiB): the streamed path.
+    (d / "lib" / "data.bin").write_bytes(os.urandom(9 << 20))
+    (d / "README").write_text("hello\n")
+    repo = registry.repo_url(new_repo("pushprog"))
+    text = _on_a_tty("push-dir", str(d), f"{repo}:big-1.0.spack")
+    # The byte line, redrawn: done / total of the 9 MiB read, a percentage, a rate; it ends
+    # at 100% and is cleared before the layer line and the result.
+    redraws = [part for part in text.split("\r\x1b[K") if part.startswith("push ")]
+    assert redraws, text
+    assert all("/s" in r and "%" in r and "9.0 MiB" in r for r in redraws), redraws
+    assert any("100%" in r for r in redraws), redraws
+    assert "layer sha256:" in text and "pushed " in text
+    # Into a pipe: the layer line only, nothing redrawn; --quiet: nothing.
+    piped = cli("push-dir", str(d), f"{repo}:big-2.0.spack")
+    assert "\r" not in piped.stderr and "\x1b" not in piped.stderr
+    lines = piped.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("layer sha256:"), piped.stderr
+    quiet = cli("push-dir", str(d), f"{repo}:big-3.0.spack", "--quiet")
     assert quiet.stdout == "" and quiet.stderr == ""

@@ -690,7 +690,13 @@ def push(
             bytes and digest are not Spack's) at level 4: measured 2.8x faster per core than
             zlib level 6, 2-3% larger.
         progress: called as ``progress(event, info)`` with events ``planned``,
-            ``layer_done``, ``layer_failed``, ``manifest_done``, ``manifest_failed``.
+            ``layer_done``, ``layer_failed``, ``manifest_done``, ``manifest_failed``, and
+            ``("bytes", {"done", "total"})`` while layers are made, at most every 100 ms and
+            once when all are: input bytes, where a prefix's input is the file contents its
+            tarball reads (counted as read) and a tarball file's is its length (counted once
+            uploaded). ``total`` is summed before the first layer starts and corrected as
+            layers end (an estimate until then); ``done`` only grows and ends equal to
+            ``total``.
     """
 
 # -- Spack-identical build-cache tarballs -------------------------------------------------

@@ -231,6 +231,7 @@ def cmd_push_dir(args: argparse.Namespace) -> int:
     reporter = Reporter("push", quiet=args.quiet or args.json)
 
     def progress(event: str, info: dict[str, Any]) -> None:
+        reporter.on_event(event, info)
         if event == "layer_done":
             rate = info["size"] / max(info["seconds"], 1e-3)
             reporter.item(
@@ -238,14 +239,17 @@ def cmd_push_dir(args: argparse.Namespace) -> int:
                 f"in {info['seconds']:.2f}s ({_human(rate)}/s)"
             )
 
-    (r,) = oci.push(
-        target,
-        [item],
-        base_image=args.base_image,
-        force=args.force,
-        progress=progress,
-        client=_client(args, ref, mirror),
-    )
+    try:
+        (r,) = oci.push(
+            target,
+            [item],
+            base_image=args.base_image,
+            force=args.force,
+            progress=progress,
+            client=_client(args, ref, mirror),
+        )
+    finally:
+        reporter.close()
     data = {
         "tag": r.tag,
         "status": r.status,

@@ -13,6 +13,7 @@ use super::streaming::{CancelOnDrop, TarballStream};
 use super::{BuildinfoFn, LayerInfo, LayerSource, PushOptions};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::progress::Share;
 use crate::registry::{BlobSource, Repository};
 use crate::tarball::{self, hash_tarball, RelocationLists, TarballInfo, TarballOptions};
 
@@ -129,31 +130,51 @@ async fn temp_file_layer(job: &PrefixJob<'_>, options: &PushOptions) -> Result<M
 /// and the upload is two requests instead of three. (At most `jobs` such buffers exist.)
 pub const SMALL_PREFIX: u64 = 8 << 20;
 
-/// Whether the regular files below `prefix` add up to less than [`SMALL_PREFIX`] (stops
-/// counting as soon as they do not; errors count as "not small": the archiver reports them).
+/// Whether the regular files below `prefix` add up to less than [`SMALL_PREFIX`] (errors
+/// count as "not small": the archiver reports them).
 fn prefix_is_small(prefix: &Path) -> bool {
+    content_size(prefix, SMALL_PREFIX).is_some_and(|n| n < SMALL_PREFIX)
+}
+
+/// The sizes of the regular files below `prefix` added up, counting stopped once they reach
+/// `stop_at`; `None` if something cannot be listed.
+fn content_size(prefix: &Path, stop_at: u64) -> Option<u64> {
     let mut total = 0u64;
     let mut stack = vec![prefix.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return false;
-        };
-        for entry in entries {
-            let Ok(entry) = entry else { return false };
-            let Ok(meta) = entry.metadata() else {
-                return false;
-            };
+        for entry in std::fs::read_dir(&dir).ok()? {
+            let entry = entry.ok()?;
+            let meta = entry.metadata().ok()?;
             if meta.is_dir() {
                 stack.push(entry.path());
             } else if meta.is_file() {
                 total += meta.len();
-                if total >= SMALL_PREFIX {
-                    return false;
+                if total >= stop_at {
+                    return Some(total);
                 }
             }
         }
     }
-    true
+    Some(total)
+}
+
+/// The input bytes of a layer, for byte progress: a tarball file's length, the file contents
+/// a prefix's tarball will read (an estimate: hard links and the buildinfo file are
+/// counted; 0 if unknown).
+pub(super) fn input_size(source: &LayerSource) -> u64 {
+    match source {
+        LayerSource::Tarball { path, .. } => std::fs::metadata(path).map_or(0, |m| m.len()),
+        LayerSource::Prefix { path, .. } => content_size(path, u64::MAX).unwrap_or(0),
+    }
+}
+
+/// `source` reporting the file contents its tarball reads to `share`.
+pub(super) fn with_share(source: &LayerSource, share: Option<&Arc<Share>>) -> LayerSource {
+    let mut source = source.clone();
+    if let LayerSource::Prefix { options, .. } = &mut source {
+        options.progress = share.cloned();
+    }
+    source
 }
 
 /// Run `build` (an archiver) on a blocking thread with the tarball options, holding a CPU

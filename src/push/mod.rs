@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::progress::{ByteProgress, Share};
 use crate::reference::Reference;
 use crate::registry::Repository;
 use crate::tarball::{RelocationLists, TarballOptions};
@@ -185,6 +186,12 @@ pub enum Progress {
         tag: String,
         error: String,
     },
+    /// Byte progress of the layers being made (at most every 100 ms, and once when all
+    /// are): `done` of `total` input bytes, where a prefix's input is the file contents its
+    /// tarball reads (counted as they are read) and a tarball file's is its length (counted
+    /// once uploaded). `total` is summed before the first layer starts and corrected as
+    /// layers end; at the end `done == total`.
+    Bytes { done: u64, total: u64 },
 }
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -315,15 +322,21 @@ impl Run {
     /// (2) Layers, made and uploaded concurrently (CPU work `jobs` at a time).
     async fn make_layers(&mut self) {
         let this = &*self;
-        let tasks = this
-            .items
+        let todo: Vec<usize> = (0..this.items.len())
+            .filter(|&i| !this.skipped[i] && this.items[i].layer.is_some())
+            .collect();
+        let (bytes, shares) = this.byte_shares(&todo).await;
+        let tasks = todo
             .iter()
-            .enumerate()
-            .filter(|(i, it)| !this.skipped[*i] && it.layer.is_some())
-            .map(|(i, it)| async move {
+            .zip(shares)
+            .map(|(&i, share)| async move {
                 let start = Instant::now();
-                let source = it.layer.as_ref().expect("filtered");
-                let r = make_layer(&this.target, source, &this.options, &this.jobs).await;
+                let layer = this.items[i].layer.as_ref().expect("filtered");
+                let source = layers::with_share(layer, share.as_ref());
+                let r = make_layer(&this.target, &source, &this.options, &this.jobs).await;
+                if let Some(s) = share {
+                    s.end(r.is_ok());
+                }
                 (i, r, start.elapsed())
             })
             .collect::<Vec<_>>();
@@ -331,6 +344,9 @@ impl Run {
             .buffer_unordered(this.items.len().max(1))
             .collect()
             .await;
+        if let Some(b) = bytes {
+            b.finish();
+        }
         for (i, outcome, elapsed) in outcomes {
             let (key, tag) = (self.items[i].key.clone(), self.items[i].tag.clone());
             self.slots[i].layer_seconds = elapsed.as_secs_f64();
@@ -356,6 +372,31 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// With a progress callback: the byte progress of the layers `todo` and one share of it
+    /// per layer, expected to be its input size (see [`Progress::Bytes`]).
+    async fn byte_shares(
+        &self,
+        todo: &[usize],
+    ) -> (Option<Arc<ByteProgress>>, Vec<Option<Arc<Share>>>) {
+        let Some(f) = self.progress.clone().filter(|_| !todo.is_empty()) else {
+            return (None, vec![None; todo.len()]);
+        };
+        let sources: Vec<LayerSource> = todo
+            .iter()
+            .filter_map(|&i| self.items[i].layer.clone())
+            .collect();
+        let sizes = tokio::task::spawn_blocking(move || {
+            sources.iter().map(layers::input_size).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|_| vec![0; todo.len()]);
+        let bytes = ByteProgress::new(Arc::new(move |done, total| {
+            f(Progress::Bytes { done, total });
+        }));
+        let shares = sizes.iter().map(|&n| Some(Share::new(&bytes, n))).collect();
+        (Some(bytes), shares)
     }
 
     /// (3) Base images per architecture, only for items that still need a manifest.

@@ -220,6 +220,10 @@ fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
                     );
                     "manifest_failed"
                 }
+                Progress::Bytes { done, total } => {
+                    let _ = (d.set_item("done", done), d.set_item("total", total));
+                    "bytes"
+                }
             };
             if let Err(e) = cb.bind(py).call1((event, d)) {
                 // A broken callback must not break the push; report it once per event.

@@ -69,6 +69,9 @@ pub struct TarballOptions {
     /// The tar (and so the diff_id) is unchanged; the compressed bytes and digest are not
     /// Spack's. See `gzip::FastMembers`.
     pub fast: bool,
+    /// Told how many bytes of file contents this build has read so far (after each read
+    /// chunk): the byte progress of a push.
+    pub progress: Option<Arc<crate::progress::Share>>,
 }
 
 impl Default for TarballOptions {
@@ -78,6 +81,7 @@ impl Default for TarballOptions {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             cancel: None,
             fast: false,
+            progress: None,
         }
     }
 }
@@ -154,6 +158,8 @@ pub fn write_tarball<W: Write>(
         buf: vec![0; READ_CHUNK],
         header: Vec::with_capacity(4 * header::BLOCK),
         cancel: opts.cancel.as_deref(),
+        progress: opts.progress.as_deref(),
+        read: 0,
     };
     walk::walk(prefix, &base, &mut b)?;
 
@@ -270,6 +276,9 @@ struct Builder<'m, W: Write> {
     buf: Vec<u8>,
     header: Vec<u8>,
     cancel: Option<&'m AtomicBool>,
+    progress: Option<&'m crate::progress::Share>,
+    /// Bytes of file contents read.
+    read: u64,
 }
 
 impl<W: Write> Builder<'_, W> {
@@ -330,6 +339,10 @@ impl<W: Write> Builder<'_, W> {
                 .write(chunk)
                 .map_err(|e| Error::new(ErrorKind::Io, format!("writing tarball: {e}")))?;
             remaining -= got as u64;
+            self.read += got as u64;
+            if let Some(p) = self.progress {
+                p.reached(self.read);
+            }
         }
         let mut probe = [0u8; 1];
         if read_full(&mut file, &mut probe).map_err(|e| Error::io("reading", f.path, &e))? > 0 {

@@ -488,6 +488,8 @@ fn file_changing_size_is_an_error() {
         buf: vec![0; 8],
         header: Vec::new(),
         cancel: None,
+        progress: None,
+        read: 0,
     };
     let entry = |size| walk::FileEntry {
         name: b"f",
