@@ -163,9 +163,24 @@ def check_push(proxy: FaultProxy, c: Ctx, label: str) -> list[oci.PushResult]:
     """Push through ``proxy``; the layers equal the fault-free ones byte for byte, the
     images are complete, and the counts are printed."""
     t = time.monotonic()
-    results = oci.push(proxy.repo_url(repo), items(work), base_image=base, client=client())
+    counts: list[tuple[int, int]] = []
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "bytes":
+            counts.append((info["done"], info["total"]))
+
+    results = oci.push(
+        proxy.repo_url(repo), items(work), base_image=base, progress=progress, client=client()
+    )
     seconds = time.monotonic() - t
     assert [r.status for r in results] == ["pushed"] * 3, [str(r.error) for r in results]
+    # Byte progress counts every input byte once, however often a layer was archived again.
+    inputs = sum(
+        f.stat().st_size for p in (work.big, work.small) for f in p.rglob("*") if f.is_file()
+    )
+    inputs += work.tarball.stat().st_size
+    done = [d for d, _ in counts]
+    assert done == sorted(done) and counts[-1] == (inputs, inputs), counts
     assert {r.tag: (r.digest, r.diff_id) for r in results} == reference
     direct = registry.repo_url(repo)
     for r in results:
