@@ -43,15 +43,21 @@ __all__ = [
     "parse_reference",
     "prefetch_images",
     "prefetch_images_async",
+    "Verified",
+    "generate_key_pair",
     "probe",
     "push",
     "push_async",
     "reset_logging",
+    "sign",
+    "sign_async",
     "update_index",
     "upload_blob",
     "upload_index",
     "upload_index_async",
     "upload_manifest",
+    "verify",
+    "verify_async",
 ]
 
 __version__: str
@@ -392,7 +398,11 @@ def update_index(
     """
 
 def fetch_index(
-    ref: str, *, known: str | None = None, client: Client | None = None
+    ref: str,
+    *,
+    known: str | None = None,
+    trusted_keys: Sequence[_Path] | None = None,
+    client: Client | None = None,
 ) -> tuple[str, bytes | None] | None:
     """The ``index.spack`` of the repository of ``ref``: ``(layer digest, index bytes)``,
     verified; None when the repository has no index.
@@ -400,6 +410,8 @@ def fetch_index(
     Args:
         known: the digest of the index the caller has cached; when it is still current the
             bytes are not downloaded and come back as None.
+        trusted_keys: public keys (SubjectPublicKeyInfo PEM files): the index image must be
+            signed by one of them (see :func:`verify`), else ``SignatureError``.
     """
 
 @final
@@ -425,12 +437,18 @@ def prefetch_images(
     root: _Path,
     *,
     concurrency: int = 16,
+    trusted_keys: Sequence[_Path] | None = None,
     client: Client | None = None,
 ) -> list[PrefetchResult]:
     """For each image: fetch its manifest, then its config and its last layer into
     ``root/blobs/sha256/<hex>`` (Spack's download-cache layout for OCI blobs), verified,
     skipping blobs already there. Images are fetched ``concurrency`` at a time; one result
-    per reference, in order."""
+    per reference, in order.
+
+    With ``trusted_keys`` (public key PEM files), an image is accepted only when signed by
+    one of them (see :func:`verify`): its blobs download beside the check into hidden files
+    and enter ``root`` only once it passed; a refused image's result carries a
+    ``SignatureError`` and leaves nothing in ``root``."""
 
 def probe(ref: str, *, client: Client | None = None) -> dict[str, Any]:
     """Check a registry and repository (``spack-oci-rs doctor``): ``connect_ms`` and
@@ -591,6 +609,7 @@ def push(
     stream_layers: bool = True,
     tmpdir: _Path | None = None,
     compression: str = "spack",
+    sign_key: _Path | None = None,
     client: Client | None = None,
 ) -> list[PushResult]:
     """Push a whole plan to repository ``target`` with one connection pool and token cache.
@@ -619,6 +638,10 @@ def push(
             zlib level 6, 2-3% larger.
         progress: called as ``progress(event, info)`` with events ``planned``,
             ``layer_done``, ``layer_failed``, ``manifest_done``, ``manifest_failed``.
+        sign_key: an ECDSA P-256 private key (PKCS#8 PEM): every image whose manifest this
+            push uploads is signed cosign's way (see :func:`sign`); its signature's blobs go
+            up beside the image's config and its manifest beside the image's. An item whose
+            signature fails is failed. The key is read before any request is sent.
     """
 
 # -- Spack-identical build-cache tarballs -------------------------------------------------
@@ -756,6 +779,7 @@ def prefetch_images_async(
     root: _Path,
     *,
     concurrency: int = 16,
+    trusted_keys: Sequence[_Path] | None = None,
     client: Client | None = None,
 ) -> Awaitable[list[PrefetchResult]]:
     """Awaitable :func:`prefetch_images`."""
@@ -773,6 +797,51 @@ def push_async(
     stream_layers: bool = True,
     tmpdir: _Path | None = None,
     compression: str = "spack",
+    sign_key: _Path | None = None,
     client: Client | None = None,
 ) -> Awaitable[list[PushResult]]:
     """Awaitable :func:`push`."""
+
+# -- signatures (cosign layout) -------------------------------------------------------------
+
+@final
+class Verified:
+    """A signature :func:`verify` accepted."""
+
+    @property
+    def digest(self) -> str:
+        """The manifest digest that is signed."""
+    @property
+    def key(self) -> str:
+        """The trusted key that signed it (its path)."""
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:`` of the key's DER SubjectPublicKeyInfo."""
+
+def sign(ref: str, key_path: _Path, *, client: Client | None = None) -> str:
+    """Sign the image ``ref`` (tag or digest) with the ECDSA P-256 private key at
+    ``key_path`` (PKCS#8 PEM, as ``openssl genpkey -algorithm EC -pkeyopt
+    ec_paramgen_curve:P-256`` writes it), cosign's way: a signature image tagged
+    ``sha256-<hex>.sig`` whose layer is the simple-signing payload (repository, manifest
+    digest, and the tag in ``optional.tag``) with the base64 DER signature in the
+    ``dev.cosignproject.cosign/signature`` annotation. Signatures by other keys are kept.
+    Returns the manifest digest signed. A key readable by others is warned about."""
+
+def sign_async(ref: str, key_path: _Path, *, client: Client | None = None) -> Awaitable[str]:
+    """Async :func:`sign`."""
+
+def verify(ref: str, public_keys: Sequence[_Path], *, client: Client | None = None) -> Verified:
+    """Check that the image ``ref`` is signed by one of ``public_keys`` (SubjectPublicKeyInfo
+    PEM files) for this repository, this manifest digest and, when ``ref`` is a tag, this
+    tag. Raises :class:`~spack_oci_rs.exceptions.SignatureError` naming the image and why:
+    no signature, bad signature (or by another key), signed for another digest, repository or
+    tag, a malformed or oversized signature or payload."""
+
+def verify_async(
+    ref: str, public_keys: Sequence[_Path], *, client: Client | None = None
+) -> Awaitable[Verified]:
+    """Async :func:`verify`."""
+
+def generate_key_pair(prefix: _Path) -> tuple[str, str]:
+    """Write a new ECDSA P-256 key pair to ``PREFIX.key`` (PKCS#8 PEM, mode 0600) and
+    ``PREFIX.pub`` (SubjectPublicKeyInfo PEM); neither may exist. Returns both paths."""

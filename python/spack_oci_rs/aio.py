@@ -38,7 +38,13 @@ from ._native import (
     push_async as push,
 )
 from ._native import (
+    sign_async as sign,
+)
+from ._native import (
     upload_index_async as upload_index,
+)
+from ._native import (
+    verify_async as verify,
 )
 
 __all__ = [
@@ -50,5 +56,7 @@ __all__ = [
     "list_tags",
     "prefetch_images",
     "push",
+    "sign",
     "upload_index",
+    "verify",
 ]

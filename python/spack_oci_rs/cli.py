@@ -1,6 +1,7 @@
 """The ``spack-oci-rs`` command (also ``python -m spack_oci_rs``).
 
-Subcommands: ``patch``, ``doctor``, ``tags``, ``inspect``, ``fetch``, ``push-dir``, ``index``.
+Subcommands: ``patch``, ``doctor``, ``tags``, ``inspect``, ``fetch``, ``push-dir``, ``index``;
+``keygen``, ``sign``, ``verify`` (in ``cli_sign``).
 Every subcommand takes ``--json`` for machine-readable output. Exit codes: 0 success,
 1 failure, 2 usage error, 3 partial failure (some items of a batch failed).
 
@@ -351,6 +352,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("ref")
     s.add_argument("--rebuild", action="store_true", help="gather the spec configs")
     s.set_defaults(func=cmd_index)
+
+    from .cli_sign import add_parsers
+
+    add_parsers(sub, common)
     return p
 
 

@@ -281,7 +281,7 @@ def _download_tarball(adapter: Any, original: Callable[..., Any], args: dict[str
     install prefetch when it had the image); blobs come through the fetch strategy."""
     import spack.oci.opener
 
-    opener = _ManifestOpener(spack.oci.opener.urlopen, adapter)
+    opener = _ManifestOpener(spack.oci.opener.urlopen, adapter, args["unsigned"])
     with _replaced(spack.oci.opener, "urlopen", opener):
         return original(**args)
 
@@ -290,13 +290,14 @@ class _ManifestOpener:
     """``spack.oci.opener.urlopen`` for the duration of a ``download_tarball``: manifest GETs
     go to the engine, anything else to Spack's opener."""
 
-    def __init__(self, urlopen: Callable[..., Any], adapter: Any) -> None:
+    def __init__(self, urlopen: Callable[..., Any], adapter: Any, unsigned: bool | None) -> None:
         self._urlopen = urlopen
         self._adapter = adapter
+        self._unsigned = unsigned  # download_tarball's own: --no-check-signature
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(request, urllib.request.Request) and request.get_method() == "GET":
-            response = self._adapter.manifest_response(request.full_url)
+            response = self._adapter.manifest_response(request.full_url, self._unsigned)
             if response is not None:
                 return response
         return self._urlopen(request, *args, **kwargs)
@@ -349,7 +350,7 @@ def _patch_new_installer(new: Any) -> None:
         specs = [
             spec for key, spec in graph.nodes.items() if found.get(key) and policy != "source_only"
         ]
-        adapter.prefetch_specs(specs)
+        adapter.prefetch_specs(specs, getattr(installer, "unsigned", None))
         return _PASS
 
     _wrap(new.PackageInstaller, "_installer", ["self"], dispatch)

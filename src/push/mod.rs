@@ -30,6 +30,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::registry::Repository;
+use crate::sign::Signer;
 use crate::tarball::{RelocationLists, TarballOptions};
 use crate::transport::Client;
 use image::{put_image, Reupload};
@@ -198,6 +199,8 @@ pub struct PushPlan {
     pub known_layers: HashMap<String, LayerInfo>,
     pub options: PushOptions,
     pub progress: Option<ProgressFn>,
+    /// Sign every image whose manifest this push uploads (cosign layout, [`crate::sign`]).
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// Run a push plan. Never fails as a whole for one item: per-item errors are in the results;
@@ -210,6 +213,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         known_layers,
         options,
         progress,
+        signer,
     } = plan;
     let mut run = Run {
         target: client.repository(&target),
@@ -221,6 +225,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         jobs: Arc::new(Semaphore::new(options.jobs.max(1))),
         options,
         progress,
+        signer,
     };
     run.check_local();
     run.find_existing().await;
@@ -267,6 +272,7 @@ struct Run {
     options: PushOptions,
     jobs: Arc<Semaphore>,
     progress: Option<ProgressFn>,
+    signer: Option<Arc<Signer>>,
 }
 
 type Bases = HashMap<String, Result<(Value, Value)>>;
@@ -395,10 +401,12 @@ impl Run {
         };
         let tasks = needs_manifest.iter().map(|&i| {
             let item = &self.items[i];
-            let (layers, reupload) = (&self.layers, &reupload);
+            let (layers, reupload, signer) = (&self.layers, &reupload, self.signer.as_deref());
             async move {
                 let r = match &bases[&item.architecture] {
-                    Ok((bm, bc)) => put_image(&self.target, item, (bm, bc), layers, reupload).await,
+                    Ok((bm, bc)) => {
+                        put_image(&self.target, item, (bm, bc), layers, reupload, signer).await
+                    }
                     Err(e) => Err(e
                         .clone()
                         .context(format!("base image for {}", item.architecture))),

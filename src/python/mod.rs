@@ -9,6 +9,7 @@ mod logging;
 mod ops;
 mod push;
 mod runtime;
+mod sign;
 mod tarball;
 
 use std::path::PathBuf;
@@ -172,6 +173,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     index::register(m)?;
     push::register(m)?;
     tarball::register(m)?;
+    sign::register(m)?;
     logging::register(m)?;
     Ok(())
 }

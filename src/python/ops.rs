@@ -441,18 +441,21 @@ fn upload_index(
 /// The current `index.spack`: (layer digest, bytes), or None when there is none. With
 /// `known` equal to the current layer digest the bytes are not fetched (None).
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, known = None, client = None))]
+#[pyo3(signature = (r#ref, *, known = None, trusted_keys = None, client = None))]
 fn fetch_index(
     py: Python<'_>,
     r#ref: &str,
     known: Option<&str>,
+    trusted_keys: Option<Vec<PathBuf>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Option<(String, Option<Py<PyBytes>>)>> {
     let reference = parse_ref(py, r#ref)?;
     let known = known.map(|k| parse_digest(py, k)).transpose()?;
+    let trusted = super::sign::trusted_for(py, trusted_keys)?;
     let c = client_for(py, client)?;
     let out = block_on(py, async move {
-        crate::index::fetch_index(&c, &reference, known.as_ref()).await
+        let trusted = trusted.as_deref().map(Vec::as_slice);
+        crate::index::fetch_index(&c, &reference, known.as_ref(), trusted).await
     })?
     .into_py_result(py)?;
     Ok(out.map(|(d, b)| (d.to_string(), b.map(|b| PyBytes::new(py, &b).unbind()))))
@@ -482,15 +485,16 @@ impl PrefetchResult {
 /// For each image: fetch its manifest, then its config and last layer into
 /// `root/blobs/sha256/<hex>` (skipping blobs already there), all concurrently.
 #[pyfunction]
-#[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
+#[pyo3(signature = (refs, root, *, concurrency = 16, trusted_keys = None, client = None))]
 fn prefetch_images(
     py: Python<'_>,
     refs: Vec<String>,
     root: PathBuf,
     concurrency: usize,
+    trusted_keys: Option<Vec<PathBuf>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<PrefetchResult>> {
-    let fut = prefetch_future(py, &refs, root, concurrency, client)?;
+    let fut = prefetch_future(py, &refs, root, concurrency, trusted_keys, client)?;
     let results = block_on(py, fut)?;
     Ok(prefetch_results(py, results, refs))
 }
@@ -502,14 +506,19 @@ fn prefetch_future(
     refs: &[String],
     root: PathBuf,
     concurrency: usize,
+    trusted_keys: Option<Vec<PathBuf>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<impl std::future::Future<Output = Prefetches> + Send + 'static> {
     let parsed: Vec<Reference> = refs
         .iter()
         .map(|r| parse_ref(py, r))
         .collect::<PyResult<_>>()?;
+    let trusted = super::sign::trusted_for(py, trusted_keys)?;
     let c = client_for(py, client)?;
-    Ok(async move { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await })
+    Ok(async move {
+        let trusted = trusted.as_deref().map(Vec::as_slice);
+        crate::prefetch::prefetch(&c, &parsed, &root, concurrency, trusted).await
+    })
 }
 
 fn prefetch_results(py: Python<'_>, results: Prefetches, refs: Vec<String>) -> Vec<PrefetchResult> {
@@ -739,15 +748,16 @@ fn upload_index_async<'py>(
 
 /// Async `prefetch_images`.
 #[pyfunction]
-#[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
+#[pyo3(signature = (refs, root, *, concurrency = 16, trusted_keys = None, client = None))]
 fn prefetch_images_async<'py>(
     py: Python<'py>,
     refs: Vec<String>,
     root: PathBuf,
     concurrency: usize,
+    trusted_keys: Option<Vec<PathBuf>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let fut = prefetch_future(py, &refs, root, concurrency, client)?;
+    let fut = prefetch_future(py, &refs, root, concurrency, trusted_keys, client)?;
     future_into_py(py, async move {
         let results = fut.await;
         Ok(Python::attach(|py| prefetch_results(py, results, refs)))

@@ -244,6 +244,7 @@ fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
     stream_layers = true,
     tmpdir = None,
     compression = "spack",
+    sign_key = None,
     client = None,
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -260,9 +261,10 @@ fn push(
     stream_layers: bool,
     tmpdir: Option<PathBuf>,
     compression: &str,
+    sign_key: Option<PathBuf>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Vec<PushResult>> {
-    let plan = build_plan(
+    let mut plan = build_plan(
         py,
         target,
         items,
@@ -276,6 +278,7 @@ fn push(
         tmpdir,
         compression,
     )?;
+    plan.signer = super::sign::signer_for(py, sign_key)?;
     let c = client_for(py, client)?;
     let results = block_on(py, push_counted(c, plan))?;
     Ok(to_results(py, results))
@@ -296,6 +299,7 @@ fn push(
     stream_layers = true,
     tmpdir = None,
     compression = "spack",
+    sign_key = None,
     client = None,
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -312,9 +316,10 @@ fn push_async<'py>(
     stream_layers: bool,
     tmpdir: Option<PathBuf>,
     compression: &str,
+    sign_key: Option<PathBuf>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let plan = build_plan(
+    let mut plan = build_plan(
         py,
         target,
         items,
@@ -328,6 +333,7 @@ fn push_async<'py>(
         tmpdir,
         compression,
     )?;
+    plan.signer = super::sign::signer_for(py, sign_key)?;
     let c = client_for(py, client)?;
     super::runtime::future_into_py(py, async move {
         let results = push_counted(c, plan).await;
@@ -451,6 +457,7 @@ fn build_plan(
         known_layers: known,
         options,
         progress: progress.map(progress_fn),
+        signer: None,
     })
 }
 
