@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import spack_oci_rs as oci
-from latency_proxy import LatencyProxy
-from registry import Registry, unique_repo_name
+import spack_oci_rs as oci  # noqa: E402
+from latency_proxy import LatencyProxy  # noqa: E402
+from registry import Registry, unique_repo_name  # noqa: E402
 
 
 def items(work: Path, n: int, tag_prefix: str) -> list[oci.PushItem]:
@@ -49,8 +49,20 @@ def main() -> int:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="spack-oci-rs-sign-bench-"))
     key, pub = work / "k.key", work / "k.pub"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-out", key], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key,
+        ],
+        check=True,
+        capture_output=True,
+    )
     key.chmod(0o600)
     subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True)
     times: dict[str, list[float]] = {}
@@ -66,8 +78,9 @@ def main() -> int:
                         its = items(work, args.images, "pkg")
                         before = proxy.requests
                         t = time.perf_counter()
-                        res = oci.push(repo, its, sign_key=key if mode == "signed" else None,
-                                       client=client)
+                        res = oci.push(
+                            repo, its, sign_key=key if mode == "signed" else None, client=client
+                        )
                         times.setdefault(f"push {mode}", []).append(time.perf_counter() - t)
                         requests[f"push {mode}"] = proxy.requests - before
                         assert all(r.status == "pushed" for r in res), res[0].error
@@ -76,7 +89,10 @@ def main() -> int:
                         before = proxy.requests
                         t = time.perf_counter()
                         got = oci.prefetch_images(
-                            refs, cache, concurrency=16, client=client,
+                            refs,
+                            cache,
+                            concurrency=16,
+                            client=client,
                             trusted_keys=[pub] if mode == "signed" else None,
                         )
                         times.setdefault(f"prefetch {mode}", []).append(time.perf_counter() - t)
@@ -88,8 +104,10 @@ def main() -> int:
     for op in ("push", "prefetch"):
         u = statistics.median(times[f"{op} unsigned"])
         s = statistics.median(times[f"{op} signed"])
-        print(f"{op:<9} unsigned {u:6.2f} s ({requests[f'{op} unsigned']} req)  "
-              f"signed {s:6.2f} s ({requests[f'{op} signed']} req)  ratio {s / u:.2f}")
+        print(
+            f"{op:<9} unsigned {u:6.2f} s ({requests[f'{op} unsigned']} req)  "
+            f"signed {s:6.2f} s ({requests[f'{op} signed']} req)  ratio {s / u:.2f}"
+        )
     return 0
 
 

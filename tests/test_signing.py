@@ -26,8 +26,16 @@ def openssl_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
     """A P-256 key pair made by openssl (not by our code)."""
     key, pub = directory / f"{name}.key", directory / f"{name}.pub"
     subprocess.run(
-        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-out", key],
+        [
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key,
+        ],
         check=True,
         capture_output=True,
     )
@@ -60,16 +68,27 @@ def signature_manifest(registry: Registry, repo: str, digest: str) -> dict[str, 
     return dict(registry.get_manifest(repo, tag).json())
 
 
-def openssl_verifies(registry: Registry, repo: str, layer: dict[str, Any], pub: Path,
-                     tmp_path: Path) -> bool:
+def openssl_verifies(
+    registry: Registry, repo: str, layer: dict[str, Any], pub: Path, tmp_path: Path
+) -> bool:
     """Fetch the payload over plain HTTP and check the annotation with openssl alone."""
     payload = registry.request("GET", f"/v2/{repo}/blobs/{layer['digest']}").body
     (tmp_path / "payload").write_bytes(payload)
     (tmp_path / "sig.der").write_bytes(base64.b64decode(layer["annotations"][SIG_ANNOTATION]))
     proc = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", pub, "-signature", tmp_path / "sig.der",
-         tmp_path / "payload"],
-        capture_output=True, text=True, check=False,
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            pub,
+            "-signature",
+            tmp_path / "sig.der",
+            tmp_path / "payload",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc.returncode == 0 and "Verified OK" in proc.stdout
 
@@ -112,8 +131,9 @@ def test_signatures_of_several_keys_accumulate(
         assert oci.verify(f"{ref}:b-1.0-bbb.spack", [pub]).key == str(pub)
 
 
-def put_signature(registry: Registry, repo: str, digest: str,
-                  layer_edit: Callable[[dict[str, Any]], None]) -> None:
+def put_signature(
+    registry: Registry, repo: str, digest: str, layer_edit: Callable[[dict[str, Any]], None]
+) -> None:
     """Replace the signature image of ``digest`` by an edited copy (a tampering registry)."""
     tag = digest.replace(":", "-") + ".sig"
     manifest = dict(registry.get_manifest(repo, tag).json())
@@ -123,8 +143,11 @@ def put_signature(registry: Registry, repo: str, digest: str,
 
 def repoint(registry: Registry, repo: str, tag: str, to_tag: str) -> None:
     body = registry.get_manifest(repo, to_tag).body
-    oci.upload_manifest(f"{registry.repo_url(repo)}:{tag}", body,
-                        media_type="application/vnd.oci.image.manifest.v1+json")
+    oci.upload_manifest(
+        f"{registry.repo_url(repo)}:{tag}",
+        body,
+        media_type="application/vnd.oci.image.manifest.v1+json",
+    )
 
 
 def upload_payload(registry: Registry, repo: str, data: bytes) -> tuple[str, int]:
@@ -150,8 +173,19 @@ def test_tamper_cases_are_refused_with_their_reason(
 ) -> None:
     ref = registry.repo_url(repo_name)
     key, pub = keys["one"]
-    signed = push(ref, ["old-1.0-x.spack", "new-1.0-x.spack", "t1-1.0-x.spack",
-                        "t2-1.0-x.spack", "t3-1.0-x.spack", "t4-1.0-x.spack"], tmp_path, key)
+    signed = push(
+        ref,
+        [
+            "old-1.0-x.spack",
+            "new-1.0-x.spack",
+            "t1-1.0-x.spack",
+            "t2-1.0-x.spack",
+            "t3-1.0-x.spack",
+            "t4-1.0-x.spack",
+        ],
+        tmp_path,
+        key,
+    )
     unsigned = push(ref, ["evil-1.0-x.spack", "other-1.0-x.spack"], tmp_path, None)
     cache = tmp_path / "cache"
     # The genuine image passes, and its blobs land in the cache.
@@ -196,7 +230,9 @@ def test_tamper_cases_are_refused_with_their_reason(
     not_json = upload_payload(registry, repo_name, b"\x00 not json at all")
     for (digest, size), reason in ((huge, "exceeds 65536"), (not_json, "payload is not JSON")):
         put_signature(
-            registry, repo_name, signed["t4-1.0-x.spack"],
+            registry,
+            repo_name,
+            signed["t4-1.0-x.spack"],
             lambda layer, d=digest, s=size: layer.update(digest=d, size=s),
         )
         msg = refused(f"{ref}:t4-1.0-x.spack", pub, cache)
@@ -208,7 +244,7 @@ def test_index_signed_and_verified_on_fetch(
 ) -> None:
     ref = registry.repo_url(repo_name)
     oci.upload_index(ref, b'{"database": {}}')
-    with pytest.raises(oci.SignatureError, match="index.spack: refused: no signature"):
+    with pytest.raises(oci.SignatureError, match=r"index\.spack: refused: no signature"):
         oci.fetch_index(ref, trusted_keys=[keys["one"][1]])
     oci.sign(f"{ref}:index.spack", keys["one"][0])
     found = oci.fetch_index(ref, trusted_keys=[keys["one"][1]])
@@ -216,7 +252,9 @@ def test_index_signed_and_verified_on_fetch(
     assert found[0] == sha256_digest(b'{"database": {}}')
 
 
-def test_bad_keys_fail_before_any_request(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_keys_fail_before_any_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN PRIVATE KEY-----\nTOPSECRETBYTES\n-----END PRIVATE KEY-----\n")
     # An unreachable registry: the key is refused first.
@@ -235,8 +273,13 @@ def test_bad_keys_fail_before_any_request(tmp_path: Path, caplog: pytest.LogCapt
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spack_oci_rs", *args], capture_output=True,
-                          text=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "spack_oci_rs", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_cli_keygen_sign_verify(registry: Registry, repo_name: str, tmp_path: Path) -> None:

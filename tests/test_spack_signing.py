@@ -13,12 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import spack_oci_rs as oci
 from registry import Registry
 from spack_env import MID, ROOT, require_spack
 from test_signing import openssl_key_pair, openssl_verifies
 from test_spack_e2e import cache_registry, make_env, spack_tree
-
-import spack_oci_rs as oci
 
 _SPACK_ROOT = require_spack(__file__)
 __all__ = ["cache_registry", "spack_tree"]
