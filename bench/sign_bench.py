@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from test_signing import openssl_key_pair  # noqa: E402
 
 import spack_oci_rs as oci  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
@@ -48,23 +49,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=100)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="spack-oci-rs-sign-bench-"))
-    key, pub = work / "k.key", work / "k.pub"
-    subprocess.run(
-        [
-            "openssl",
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            key,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    key.chmod(0o600)
-    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True)
+    key, pub = openssl_key_pair(work, "bench")
     times: dict[str, list[float]] = {}
     requests: dict[str, int] = {}
     try:

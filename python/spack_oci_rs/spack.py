@@ -452,7 +452,9 @@ def _sign_index(image_ref: ImageReference) -> None:
     """Sign the index just uploaded when ``config:oci_sign_key`` is set."""
     key = spack_sign.sign_key()
     if key:
-        engine.sign(ref_string(image_ref.with_tag("index.spack")), key, client=client(image_ref.domain))
+        engine.sign(
+            ref_string(image_ref.with_tag("index.spack")), key, client=client(image_ref.domain)
+        )
 
 
 def _report_index(image_ref: ImageReference, result: engine.IndexUpdate) -> None:

@@ -61,7 +61,9 @@ def trusted_keys(domain: str, name: str, unsigned: bool | None = None) -> list[s
 def unsigned_of_tasks(tasks: list[Any]) -> bool | None:
     """The old installer's ``--no-check-signature`` (``install_args["unsigned"]``): True only
     when every task says so."""
-    flags = [getattr(getattr(t, "request", None), "install_args", {}).get("unsigned") for t in tasks]
+    flags = [
+        getattr(getattr(t, "request", None), "install_args", {}).get("unsigned") for t in tasks
+    ]
     return True if flags and all(f is True for f in flags) else None
 
 
