@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 
+use super::call::{add_twin, plain, twins};
 use super::errors::IntoPyResult;
 use super::ops::parse_ref;
-use super::runtime::{block_on, future_into_py};
 use super::{client_for, Client};
 use crate::sign::{self as core, PrivateKey, PublicKey, Signer};
 
@@ -49,103 +49,45 @@ pub(crate) fn trusted_for(
     .into_py_result(py)
 }
 
-type SignFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<String>> + Send>>;
-
-fn sign_future(
-    py: Python<'_>,
-    r#ref: &str,
-    key_path: PathBuf,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<SignFuture> {
-    let reference = parse_ref(py, r#ref)?;
-    let key = PrivateKey::load(&key_path).into_py_result(py)?;
-    let c = client_for(py, client)?;
-    Ok(Box::pin(async move {
-        core::sign(&c, &reference, key).await.map(|d| d.to_string())
-    }))
+twins! {
+    /// Sign the image `ref` (tag or digest) with the private key at `key_path`, cosign's
+    /// way; returns the manifest digest that was signed.
+    #[pyo3(signature = (r#ref, key_path, *, client = None))]
+    fn sign / sign_async (
+        py,
+        r#ref: &str,
+        key_path: PathBuf,
+        client: Option<&Bound<'_, Client>>,
+    ) -> String {
+        let reference = parse_ref(py, r#ref)?;
+        let key = PrivateKey::load(&key_path).into_py_result(py)?;
+        let c = client_for(py, client)?;
+        plain(async move { core::sign(&c, &reference, key).await.map(|d| d.to_string()) })
+    }
 }
 
-/// Sign the image `ref` (tag or digest) with the private key at `key_path`, cosign's way;
-/// returns the manifest digest that was signed.
-#[pyfunction]
-#[pyo3(signature = (r#ref, key_path, *, client = None))]
-fn sign(
-    py: Python<'_>,
-    r#ref: &str,
-    key_path: PathBuf,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<String> {
-    let fut = sign_future(py, r#ref, key_path, client)?;
-    block_on(py, fut)?.into_py_result(py)
-}
-
-/// Async `sign`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, key_path, *, client = None))]
-fn sign_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    key_path: PathBuf,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = sign_future(py, r#ref, key_path, client)?;
-    future_into_py(py, async move {
-        let r = fut.await;
-        Python::attach(|py| r.into_py_result(py))
-    })
-}
-
-type VerifyFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = crate::Result<Verified>> + Send>>;
-
-fn verify_future(
-    py: Python<'_>,
-    r#ref: &str,
-    public_keys: Vec<PathBuf>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<VerifyFuture> {
-    let reference = parse_ref(py, r#ref)?;
-    let keys = trusted_for(py, Some(public_keys))?.unwrap_or_default();
-    let c = client_for(py, client)?;
-    Ok(Box::pin(async move {
-        let v = core::verify(&c, &reference, &keys).await?;
-        Ok(Verified {
-            digest: v.digest.to_string(),
-            key: v.key,
-            fingerprint: v.fingerprint.to_string(),
+twins! {
+    /// Verify that the image `ref` is signed by one of `public_keys`; raises
+    /// `SignatureError` naming the image and the reason otherwise.
+    #[pyo3(signature = (r#ref, public_keys, *, client = None))]
+    fn verify / verify_async (
+        py,
+        r#ref: &str,
+        public_keys: Vec<PathBuf>,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Verified {
+        let reference = parse_ref(py, r#ref)?;
+        let keys = trusted_for(py, Some(public_keys))?.unwrap_or_default();
+        let c = client_for(py, client)?;
+        plain(async move {
+            let v = core::verify(&c, &reference, &keys).await?;
+            Ok(Verified {
+                digest: v.digest.to_string(),
+                key: v.key,
+                fingerprint: v.fingerprint.to_string(),
+            })
         })
-    }))
-}
-
-/// Verify that the image `ref` is signed by one of `public_keys`; raises `SignatureError`
-/// naming the image and the reason otherwise.
-#[pyfunction]
-#[pyo3(signature = (r#ref, public_keys, *, client = None))]
-fn verify(
-    py: Python<'_>,
-    r#ref: &str,
-    public_keys: Vec<PathBuf>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Verified> {
-    let fut = verify_future(py, r#ref, public_keys, client)?;
-    block_on(py, fut)?.into_py_result(py)
-}
-
-/// Async `verify`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, public_keys, *, client = None))]
-fn verify_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    public_keys: Vec<PathBuf>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = verify_future(py, r#ref, public_keys, client)?;
-    future_into_py(py, async move {
-        let r = fut.await;
-        Python::attach(|py| r.into_py_result(py))
-    })
+    }
 }
 
 /// Write a new ECDSA P-256 key pair to `PREFIX.key` (mode 0600) and `PREFIX.pub`; returns
@@ -158,10 +100,16 @@ fn generate_key_pair(py: Python<'_>, prefix: PathBuf) -> PyResult<(String, Strin
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Verified>()?;
-    m.add_function(wrap_pyfunction!(sign, m)?)?;
-    m.add_function(wrap_pyfunction!(sign_async, m)?)?;
-    m.add_function(wrap_pyfunction!(verify, m)?)?;
-    m.add_function(wrap_pyfunction!(verify_async, m)?)?;
+    add_twin(
+        m,
+        wrap_pyfunction!(sign, m)?,
+        wrap_pyfunction!(sign_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(verify, m)?,
+        wrap_pyfunction!(verify_async, m)?,
+    )?;
     m.add_function(wrap_pyfunction!(generate_key_pair, m)?)?;
     Ok(())
 }
