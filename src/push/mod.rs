@@ -298,7 +298,10 @@ impl Run {
     /// (1) What exists already.
     async fn find_existing(&mut self) {
         if !self.options.force && self.skipped.iter().any(|s| !*s) {
-            let existing = existing_layers(&self.target, &self.items, &self.layers).await;
+            let (existing, tags) = existing_layers(&self.target, &self.items, &self.layers).await;
+            if let (Some(signer), Some(tags)) = (&self.signer, tags) {
+                signer.assume_listed(tags.into_iter().collect());
+            }
             for (i, found) in existing.into_iter().enumerate() {
                 let Existing::Yes(info) = found else { continue };
                 if self.skipped[i] {

@@ -34,6 +34,9 @@ pub fn signature_tag(digest: &Digest) -> String {
 pub struct Signer {
     key: PrivateKey,
     config_uploaded: tokio::sync::OnceCell<()>,
+    /// The tags of the repository, when a push listed them: a signature tag not
+    /// among them is not fetched before it is written (saves a GET per image).
+    listed: std::sync::OnceLock<std::collections::HashSet<String>>,
 }
 
 /// A signature whose blobs are uploaded; only its manifest remains to be PUT.
@@ -47,7 +50,13 @@ impl Signer {
         Self {
             key,
             config_uploaded: tokio::sync::OnceCell::new(),
+            listed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The repository's tags as just listed (see [`Signer::prepare`]).
+    pub fn assume_listed(&self, tags: std::collections::HashSet<String>) {
+        let _ = self.listed.set(tags);
     }
 
     async fn upload_config(&self, repo: &Repository) -> Result<()> {
@@ -64,8 +73,8 @@ impl Signer {
     }
 
     /// Upload the blobs of a signature of the manifest `digest` pushed under `tag` (the
-    /// payload, the config once) and read the signature image that exists already, all
-    /// concurrently; the manifest is PUT by [`Prepared::put`]. Needs only the digest, so it
+    /// payload, the config once) and read the signature image that exists already (unless
+    /// the push's tag listing says there is none), all concurrently; the manifest is PUT by [`Prepared::put`]. Needs only the digest, so it
     /// runs beside the image's own uploads.
     pub async fn prepare(
         &self,
@@ -85,8 +94,16 @@ impl Signer {
         let payload_digest = Digest::of_bytes(&payload);
         let sig_tag = signature_tag(digest);
         let source = BlobSource::Bytes(payload.clone());
+        let listed_absent = self.listed.get().is_some_and(|l| !l.contains(&sig_tag));
+        let existing = async {
+            if listed_absent {
+                Ok(None)
+            } else {
+                existing_signatures(repo, &sig_tag).await
+            }
+        };
         let (existing, (), _) = tokio::try_join!(
-            existing_signatures(repo, &sig_tag),
+            existing,
             self.upload_config(repo),
             repo.upload_blob(&source, &payload_digest, true),
         )?;
