@@ -12,7 +12,8 @@ from typing import Any
 
 import spack_oci_rs as oci
 
-from .cli import EXIT_OK, _client, _out
+from .cli import _client, _out
+from .cliutil import EXIT_OK, resolve
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -26,17 +27,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    digest = oci.sign(args.ref, args.key, client=_client(args, args.ref))
-    _out(args, {"ref": args.ref, "digest": digest}, f"signed {args.ref} ({digest})")
+    ref, mirror = resolve(args, args.ref)
+    digest = oci.sign(ref, args.key, client=_client(args, ref, mirror))
+    _out(args, {"ref": ref, "digest": digest}, f"signed {ref} ({digest})")
     return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    v = oci.verify(args.ref, args.key, client=_client(args, args.ref))
+    ref, mirror = resolve(args, args.ref)
+    v = oci.verify(ref, args.key, client=_client(args, ref, mirror))
     _out(
         args,
-        {"ref": args.ref, "digest": v.digest, "key": v.key, "fingerprint": v.fingerprint},
-        f"verified {args.ref} ({v.digest}): signed by {v.key}",
+        {"ref": ref, "digest": v.digest, "key": v.key, "fingerprint": v.fingerprint},
+        f"verified {ref} ({v.digest}): signed by {v.key}",
     )
     return EXIT_OK
 
