@@ -39,7 +39,7 @@ import spack_oci_rs as engine
 from spack_oci_rs import spack_index
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     import spack.mirrors.mirror
     from spack.oci.image import ImageReference
@@ -51,6 +51,7 @@ __all__ = [
     "fetch_to_stage",
     "manifest_response",
     "prefetch_for_install",
+    "prefetch_for_requests",
     "prefetch_specs",
     "update_index",
 ]
@@ -559,6 +560,41 @@ def prefetch_for_install(tasks: Iterable[Any]) -> int:
     return int(prefetch_specs([t.pkg.spec for t in tasks if _may_use_cache(t)]))
 
 
+#: Images the install prefetch reads at once: each is a manifest, then two blobs; the
+#: client's per-registry limit (32 requests in flight, adaptive) bounds the requests.
+_PREFETCH_IMAGES = 64
+
+
+def _request_policy(request: Any, root: bool) -> str:
+    """A build request's cache policy for its root or its dependencies: ``auto``,
+    ``cache_only`` or ``source_only`` (develop's names; v1.0/v1.1's ``*_use_cache``)."""
+    args = request.install_args
+    if ("root_policy" if root else "dependencies_policy") in args:  # develop
+        return str(args.get("root_policy" if root else "dependencies_policy", "auto"))
+    use = args.get("package_use_cache" if root else "dependencies_use_cache", True)
+    return "auto" if use else "source_only"
+
+
+def _request_specs(request: Any) -> Iterator[spack.spec.Spec]:
+    """The specs of one build request that the installer may take from a cache: its root
+    and the dependencies it installs (``traverse_dependencies``, the installer's own walk)."""
+    args = request.install_args
+    if args.get("install_package", True) and _request_policy(request, True) != "source_only":
+        yield request.pkg.spec
+    if args.get("install_deps", True) and _request_policy(request, False) != "source_only":
+        yield from request.traverse_dependencies()
+
+
+def prefetch_for_requests(requests: Iterable[Any]) -> int:
+    """:func:`prefetch_specs` of the installer's build requests (root specs with their
+    dependency DAGs and cache policies) before it makes its queue: no second ``_init_queue``."""
+    found: dict[str, spack.spec.Spec] = {}
+    for request in requests:
+        for spec in _request_specs(request):
+            found.setdefault(spec.dag_hash(), spec)
+    return int(prefetch_specs(list(found.values())))
+
+
 @_guarded
 def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
     """Download the config and tarball blobs of every spec that an OCI mirror has, all at
@@ -579,7 +615,9 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
             break
         specs_here = list(pending.values())
         refs = [ref_string(mirror.with_tag(bindist._oci_default_tag(s))) for s in specs_here]
-        results = engine.prefetch_images(refs, root, client=client(mirror.domain))
+        results = engine.prefetch_images(
+            refs, root, concurrency=_PREFETCH_IMAGES, client=client(mirror.domain)
+        )
         for spec, r in zip(specs_here, results, strict=True):
             if r.ok and r.config_digest and r.layer_digest:
                 _PREFETCHED[r.ref] = (r.config_digest, r.layer_digest)
