@@ -608,6 +608,7 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
     if not mirrors or not wanted:
         return 0
     root = spack.caches.FETCH_CACHE.root
+    start = time.perf_counter()
     pending = {s.dag_hash(): s for s in wanted}
     downloaded = 0
     for mirror in mirrors:
@@ -623,7 +624,10 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
                 _PREFETCHED[r.ref] = (r.config_digest, r.layer_digest)
                 downloaded += r.downloaded
                 pending.pop(spec.dag_hash(), None)
-    tty.debug(f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs")
+    tty.debug(
+        f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs "
+        f"in {time.perf_counter() - start:.2f} s"
+    )
     return downloaded
 
 
