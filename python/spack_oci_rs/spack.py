@@ -585,6 +585,7 @@ def _request_specs(request: Any) -> Iterator[spack.spec.Spec]:
         yield from request.traverse_dependencies()
 
 
+@_guarded
 def prefetch_for_requests(requests: Iterable[Any]) -> int:
     """:func:`prefetch_specs` of the installer's build requests (root specs with their
     dependency DAGs and cache policies) before it makes its queue: no second ``_init_queue``."""
