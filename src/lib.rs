@@ -12,12 +12,14 @@
 //!
 //! `python` is the thin PyO3 layer, compiled only with the `python` feature.
 
+pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod index;
 pub mod media_types;
 pub mod prefetch;
 pub mod probe;
+pub mod progress;
 pub mod push;
 pub mod reference;
 pub mod registry;

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, final
 
 __all__ = [
     "Client",
+    "CopyResult",
     "FetchResult",
     "IndexConfigs",
     "IndexUpdate",
@@ -24,6 +25,7 @@ __all__ = [
     "__version__",
     "blob_exists",
     "build_index",
+    "copy",
     "copy_missing_layers",
     "create_tarball",
     "default_tag",
@@ -131,9 +133,11 @@ class Client:
         ``docker-credential-pass …``), or why there are none; never the secret. Runs a
         Docker credential helper if one is configured for the registry."""
 
-def list_tags(ref: str, *, client: Client | None = None) -> list[str]:
+def list_tags(ref: str, *, missing_ok: bool = True, client: Client | None = None) -> list[str]:
     """All tags of the repository of ``ref``, sorted, following ``Link: rel="next"``
-    pagination (relative and absolute links). A repository that does not exist has no tags."""
+    pagination (relative and absolute links). A repository that does not exist
+    (``NAME_UNKNOWN``) has no tags, or with ``missing_ok=False`` raises
+    :class:`NotFoundError` naming the registry and repository."""
 
 def blob_exists(ref: str, digest: str, *, client: Client | None = None) -> bool:
     """Whether blob ``digest`` exists in the repository of ``ref`` (HEAD)."""
@@ -185,6 +189,7 @@ def fetch_blobs(
     requests: Sequence[tuple[str, str, _Path]],
     *,
     concurrency: int = 16,
+    progress: Callable[[str, dict[str, Any]], object] | None = None,
     client: Client | None = None,
 ) -> list[FetchResult]:
     """Download many blobs concurrently, with :func:`fetch_blob`'s guarantees each.
@@ -192,6 +197,10 @@ def fetch_blobs(
     Args:
         requests: ``(ref, digest, dest)`` triples.
         concurrency: downloads in flight.
+        progress: called as ``progress("bytes", {"done": n, "total": 0})`` from engine
+            threads with the GIL, at most every 100 ms and once at the end (``total`` is 0:
+            the sizes are not known in advance). A callback that raises is reported once
+            and not called again; the downloads go on.
 
     Returns:
         One result per request, in order; a failure does not stop the others.
@@ -261,6 +270,71 @@ def copy_missing_layers(
     """Copy the layers of image ``src`` (for ``architecture``) that repository ``dst`` lacks,
     by cross-repository mount on the same registry or streamed copy otherwise. Returns the
     base image's ``(manifest, config)``."""
+
+@final
+class CopyResult:
+    """The outcome of one tag of :func:`copy`."""
+
+    @property
+    def tag(self) -> str: ...
+    @property
+    def status(self) -> str:
+        """``"copied"``, ``"unchanged"`` (the destination had this manifest under the tag:
+        nothing sent) or ``"failed"``."""
+    @property
+    def manifest_digest(self) -> str | None: ...
+    @property
+    def blobs_copied(self) -> int:
+        """Blobs streamed from the source into the destination."""
+    @property
+    def blobs_mounted(self) -> int:
+        """Blobs mounted from the source repository (same registry)."""
+    @property
+    def blobs_present(self) -> int:
+        """Blobs the destination had already."""
+    @property
+    def bytes_copied(self) -> int:
+        """Bytes streamed."""
+    @property
+    def error(self) -> BaseException | None:
+        """The exception of a failed tag, else None."""
+
+def copy(
+    src: str,
+    dst: str,
+    *,
+    tags: Sequence[str] | None = None,
+    concurrency: int = 8,
+    progress: Callable[[str, dict[str, Any]], object] | None = None,
+    client: Client | None = None,
+) -> list[CopyResult]:
+    """Copy a build cache: every tag of repository ``src`` (or ``tags``) to ``dst``, on the
+    same registry or another one.
+
+    Blobs the destination lacks are mounted (same registry) or streamed from the download
+    into the upload, never through a temp file; each manifest is PUT with the exact bytes
+    fetched and its media type, so manifests, configs and digests are unchanged (image
+    indexes too, with their manifests). A tag the destination holds with the same manifest
+    is ``"unchanged"`` and costs two GETs: a second copy uploads nothing, an interrupted one
+    continues. ``index.spack`` (with its tag-map layer) is copied last, and only if every
+    other tag of the copy arrived.
+
+    Args:
+        tags: tags to copy (each must exist in ``src``; others fail as ``NotFoundError``).
+        concurrency: tags copied at the same time.
+        progress: ``progress(event, info)`` from engine threads with the GIL:
+            ``("bytes", {"done", "total"})`` at most every 100 ms and at the end (``total``
+            grows as missing blobs are found), and ``("tag", {"tag", "status",
+            "bytes_copied", "error"})`` per tag. A callback that raises is reported once and
+            not called again; the copy goes on.
+
+    Returns:
+        One :class:`CopyResult` per tag, sorted, the index last.
+
+    Raises:
+        NotFoundError: ``src`` does not exist.
+        InvalidArgumentError: ``src`` and ``dst`` are the same repository.
+    """
 
 @final
 class IndexConfigs:

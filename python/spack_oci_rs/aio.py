@@ -38,6 +38,7 @@ def _twin(sync: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:
 
 blob_exists = _twin(_native.blob_exists)
 build_index = _twin(_native.build_index)
+copy = _twin(_native.copy)
 copy_missing_layers = _twin(_native.copy_missing_layers)
 fetch_blob = _twin(_native.fetch_blob)
 fetch_blobs = _twin(_native.fetch_blobs)
@@ -54,6 +55,7 @@ upload_manifest = _twin(_native.upload_manifest)
 __all__ = [
     "blob_exists",
     "build_index",
+    "copy",
     "copy_missing_layers",
     "fetch_blob",
     "fetch_blobs",

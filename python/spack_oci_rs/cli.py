@@ -1,8 +1,9 @@
 """The ``spack-oci-rs`` command (also ``python -m spack_oci_rs``).
 
-Subcommands: ``patch``, ``doctor``, ``tags``, ``inspect``, ``fetch``, ``push-dir``, ``index``.
-Every subcommand takes ``--json`` for machine-readable output. Exit codes: 0 success,
-1 failure, 2 usage error, 3 partial failure (some items of a batch failed).
+Subcommands: ``patch``, ``doctor``, ``tags``, ``inspect``, ``fetch``, ``push-dir``, ``index``,
+``copy`` (``copy_cmd.py``). Every subcommand takes ``--json`` for machine-readable output and
+``--quiet``; the conventions (stdout for data, exit codes 0/1/2/3, no traceback, closed pipes,
+Spack mirror names) are in ``cliutil.py``.
 
 Built on ``argparse`` from the standard library: the package is installed into the
 interpreter that runs Spack, where every extra dependency is a liability.
@@ -15,31 +16,50 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import spack_oci_rs as oci
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+from . import cliutil, copy_cmd
+from .cliutil import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError, batch_exit, positive_int, resolve
+from .progress import Reporter, human_bytes
+from .spack_mirrors import Mirror
+
+_human = human_bytes
 
 
-def _client(args: argparse.Namespace, ref: str) -> oci.Client:
+def _client(
+    args: argparse.Namespace,
+    ref: str,
+    mirror: Mirror | None = None,
+    *,
+    extra: Sequence[tuple[str, Mirror | None]] = (),
+) -> oci.Client:
+    """A client with the command line's credentials for every registry of the command, and
+    the credentials of the Spack mirrors the references came from."""
+    refs = [(ref, mirror), *extra]
+    domains = [oci.parse_reference(r)["domain"] or "" for r, _ in refs]
     creds: dict[str, tuple[str, str]] = {}
+    tokens: dict[str, str] = {}
+    for domain, (_, m) in zip(domains, refs, strict=True):
+        if m is not None and m.username and m.password:
+            creds[domain] = (m.username, m.password)
+        if m is not None and m.token:
+            tokens[domain] = m.token
     if args.username:
         password = os.environ.get(args.password_env or "", "")
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\n")
         if not password:
-            raise SystemExit(
-                "error: --username needs a password: --password-env VAR or --password-stdin"
-            )
-        creds[oci.parse_reference(ref)["domain"] or ""] = (args.username, password)
-    tokens: dict[str, str] = {}
+            raise UsageError("--username needs a password: --password-env VAR or --password-stdin")
+        creds.update(dict.fromkeys(domains, (args.username, password)))
     if args.token_env:
         token = os.environ.get(args.token_env, "")
         if not token:
-            raise SystemExit(f"error: --token-env {args.token_env}: the variable is not set")
-        tokens[oci.parse_reference(ref)["domain"] or ""] = token
+            raise UsageError(f"--token-env {args.token_env}: the variable is not set")
+        tokens.update(dict.fromkeys(domains, token))
     return oci.Client(
         credentials=creds,
         access_tokens=tokens,
@@ -53,16 +73,8 @@ def _client(args: argparse.Namespace, ref: str) -> oci.Client:
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
-    else:
+    elif not args.quiet:
         print(text)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
@@ -89,13 +101,16 @@ def cmd_spack_doctor(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     if args.spack:
         return cmd_spack_doctor(args)
-    if args.ref is None:
-        print("error: doctor needs a registry reference (or --spack)", file=sys.stderr)
+    if args.ref is None and not args.mirror:
+        print(
+            "error: doctor needs a registry reference (or --mirror NAME, or --spack)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
-    ref = args.ref
+    ref, mirror = resolve(args, args.ref)
     parsed = oci.parse_reference(ref)
     where = f"{parsed['domain']}/{parsed['name']}"
-    client = _client(args, ref)
+    client = _client(args, ref, mirror)
     source = client.credentials_source(parsed["domain"] or "")
     p = oci.probe(ref, client=client)
     ok = p["pull"]["ok"]
@@ -124,14 +139,16 @@ def _yes_no(v: bool | None) -> str:
 
 
 def cmd_tags(args: argparse.Namespace) -> int:
-    tags = oci.list_tags(args.ref, client=_client(args, args.ref))
+    ref, mirror = resolve(args, args.ref)
+    tags = oci.list_tags(ref, missing_ok=False, client=_client(args, ref, mirror))
     _out(args, tags, "\n".join(tags))
     return EXIT_OK
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    ref, mirror = resolve(args, args.ref)
     manifest, config = oci.get_manifest_and_config(
-        args.ref, args.arch, client=_client(args, args.ref)
+        ref, args.arch, client=_client(args, ref, mirror)
     )
     layers = manifest.get("layers", [])
     spec = config.get("spec", {})
@@ -154,22 +171,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    client = _client(args, args.ref)
-    parsed = oci.parse_reference(args.ref)
+    ref, mirror = resolve(args, args.ref)
+    client = _client(args, ref, mirror)
+    parsed = oci.parse_reference(ref)
     digest = args.digest or parsed["digest"]
     dest = Path(args.dest)
     if digest and not args.image:
-        size = oci.fetch_blob(args.ref, digest, dest, client=client)
+        size = oci.fetch_blob(ref, digest, dest, client=client)
         _out(args, {"digest": digest, "dest": str(dest), "size": size}, f"{digest} -> {dest}")
         return EXIT_OK
-    manifest, _ = oci.get_manifest_and_config(args.ref, args.arch, client=client)
+    manifest, _ = oci.get_manifest_and_config(ref, args.arch, client=client)
     dest.mkdir(parents=True, exist_ok=True)
     blobs = [manifest["config"], *manifest["layers"]]
     start = time.time()
-    results = oci.fetch_blobs(
-        [(args.ref, b["digest"], dest / b["digest"].replace(":", "-")) for b in blobs],
-        client=client,
+    reporter = Reporter(
+        "fetch", quiet=args.quiet or args.json, total=sum(int(b["size"]) for b in blobs)
     )
+    try:
+        results = oci.fetch_blobs(
+            [(ref, b["digest"], dest / b["digest"].replace(":", "-")) for b in blobs],
+            progress=reporter.on_event,
+            client=client,
+        )
+    finally:
+        reporter.close()
     failed = [r for r in results if not r.ok]
     data = [
         {"digest": r.digest, "dest": str(r.dest), "ok": r.ok, "error": str(r.error or "")}
@@ -182,14 +207,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     text += f"\n{len(results) - len(failed)}/{len(results)} blobs, {_human(total)} verified"
     text += f" in {time.time() - start:.2f}s"
     _out(args, data, text)
-    return EXIT_OK if not failed else (EXIT_PARTIAL if len(failed) < len(results) else EXIT_FAIL)
+    return batch_exit(len(failed), len(results))
 
 
 def cmd_push_dir(args: argparse.Namespace) -> int:
     directory = Path(args.dir).resolve()
-    parsed = oci.parse_reference(args.ref)
+    if not directory.is_dir():
+        # Local mistakes before any request (and before asking Spack about mirror names).
+        raise UsageError(f"push-dir: {args.dir}: not a directory")
+    ref, mirror = resolve(args, args.ref)
+    parsed = oci.parse_reference(ref)
     tag = str(args.tag or parsed["tag"] or "latest")
-    target = args.ref.split("@", 1)[0]
+    target = ref.split("@", 1)[0]
     if ":" in target.rsplit("/", 1)[-1]:
         target = target.rsplit(":", 1)[0]
     item = oci.PushItem(
@@ -199,15 +228,14 @@ def cmd_push_dir(args: argparse.Namespace) -> int:
         architecture=args.arch,
         annotations={"org.opencontainers.image.description": str(directory)},
     )
-    tty = sys.stderr.isatty() and not args.json
+    reporter = Reporter("push", quiet=args.quiet or args.json)
 
     def progress(event: str, info: dict[str, Any]) -> None:
-        if tty and event == "layer_done":
+        if event == "layer_done":
             rate = info["size"] / max(info["seconds"], 1e-3)
-            print(
+            reporter.item(
                 f"layer {info['digest'][:19]}… {_human(info['size'])} "
-                f"in {info['seconds']:.2f}s ({_human(rate)}/s)",
-                file=sys.stderr,
+                f"in {info['seconds']:.2f}s ({_human(rate)}/s)"
             )
 
     (r,) = oci.push(
@@ -216,7 +244,7 @@ def cmd_push_dir(args: argparse.Namespace) -> int:
         base_image=args.base_image,
         force=args.force,
         progress=progress,
-        client=_client(args, args.ref),
+        client=_client(args, ref, mirror),
     )
     data = {
         "tag": r.tag,
@@ -238,9 +266,10 @@ def cmd_push_dir(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    client = _client(args, args.ref)
+    ref, mirror = resolve(args, args.ref)
+    client = _client(args, ref, mirror)
     if args.rebuild:
-        gathered = oci.build_index(args.ref, client=client)
+        gathered = oci.build_index(ref, client=client)
         data = {
             "spec_tags": gathered.spec_tags,
             "configs": len(gathered.configs),
@@ -254,7 +283,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
         _out(args, data, text)
         return EXIT_OK
-    found = oci.fetch_index(args.ref, client=client)
+    found = oci.fetch_index(ref, client=client)
     if found is None:
         _out(args, None, "no index (no index.spack tag)")
         return EXIT_FAIL
@@ -296,8 +325,14 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
     common.add_argument(
         "--retries",
-        type=int,
-        help=f"attempts per request (default {oci.Client.DEFAULTS['retries']})",
+        type=positive_int,
+        help=f"attempts per request, at least 1 (default {oci.Client.DEFAULTS['retries']})",
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    # For the commands of one repository: the positional is then a tag of the mirror.
+    mirror = argparse.ArgumentParser(add_help=False)
+    mirror.add_argument(
+        "--mirror", metavar="NAME", help="a Spack mirror (of the spack on PATH) as the repository"
     )
 
     p = argparse.ArgumentParser(
@@ -314,7 +349,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_patch)
 
     s = sub.add_parser(
-        "doctor", parents=[common], help="check a registry and repository, or a Spack (--spack)"
+        "doctor",
+        parents=[common, mirror],
+        help="check a registry and repository, or a Spack (--spack)",
     )
     s.add_argument("ref", nargs="?")
     s.add_argument(
@@ -323,16 +360,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--spack-root", help="that Spack instead of the one on PATH")
     s.set_defaults(func=cmd_doctor)
 
-    s = sub.add_parser("tags", parents=[common], help="list tags")
-    s.add_argument("ref")
+    s = sub.add_parser("tags", parents=[common, mirror], help="list tags")
+    s.add_argument("ref", nargs="?")
     s.set_defaults(func=cmd_tags)
 
-    s = sub.add_parser("inspect", parents=[common], help="show manifest, config and layers")
-    s.add_argument("ref")
+    s = sub.add_parser(
+        "inspect", parents=[common, mirror], help="show manifest, config and layers"
+    )
+    s.add_argument("ref", help="an image (ref:tag), or a tag with --mirror")
     s.add_argument("--arch", default="amd64")
     s.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("fetch", parents=[common], help="fetch a blob, or every blob of an image")
+    s = sub.add_parser(
+        "fetch", parents=[common, mirror], help="fetch a blob, or every blob of an image"
+    )
     s.add_argument("ref", help="an image (ref:tag) or a blob (ref@sha256:…)")
     s.add_argument("dest", help="a file for a blob, a directory for an image")
     s.add_argument("--digest", help="the blob to fetch")
@@ -341,7 +382,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser(
-        "push-dir", parents=[common], help="push a directory as a Spack-style image"
+        "push-dir", parents=[common, mirror], help="push a directory as a Spack-style image"
     )
     s.add_argument("dir")
     s.add_argument("ref", help="target repository, with the tag to push (repo:tag)")
@@ -351,25 +392,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_push_dir)
 
-    s = sub.add_parser("index", parents=[common], help="show (or gather) the build-cache index")
-    s.add_argument("ref")
+    s = sub.add_parser(
+        "index", parents=[common, mirror], help="show (or gather) the build-cache index"
+    )
+    s.add_argument("ref", nargs="?")
     s.add_argument("--rebuild", action="store_true", help="gather the spec configs")
     s.set_defaults(func=cmd_index)
+
+    copy_cmd.add_parser(sub, common, _client)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except oci.OciError as e:
-        if getattr(args, "json", False):
-            print(json.dumps({"error": type(e).__name__, "message": str(e), "status": e.status}))
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAIL
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return cliutil.run(args, args.func)
 
 
 if __name__ == "__main__":

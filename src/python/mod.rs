@@ -4,10 +4,12 @@
 
 mod auth;
 mod call;
+mod copy;
 mod errors;
 mod index;
 mod logging;
 mod ops;
+mod progress;
 mod push;
 mod runtime;
 mod tarball;
@@ -194,6 +196,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Client>()?;
     ops::register(m)?;
+    copy::register(m)?;
     index::register(m)?;
     push::register(m)?;
     tarball::register(m)?;

@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use super::call::{add_twin, plain, twins, Call};
 use super::errors::{to_pyerr, IntoPyResult};
+use super::progress::Callback;
 use super::{client_for, Client};
 use crate::digest::Digest;
+use crate::progress::ByteProgress;
 use crate::reference::{self, Reference};
 use crate::registry::{to_compact_json, BlobSource};
 
@@ -50,16 +52,26 @@ pub(crate) fn from_json_bytes(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
 }
 
 twins! {
-    /// All tags of the repository of `ref`, sorted, following `Link` pagination.
-    #[pyo3(signature = (r#ref, *, client = None))]
+    /// All tags of the repository of `ref`, sorted, following `Link` pagination. A
+    /// repository the registry does not know has no tags, or is a `NotFoundError` with
+    /// `missing_ok=False`.
+    #[pyo3(signature = (r#ref, *, missing_ok = true, client = None))]
     fn list_tags / list_tags_async (
         py,
         r#ref: &str,
+        missing_ok: bool,
         client: Option<&Bound<'_, Client>>,
     ) -> Vec<String> {
         let reference = parse_ref(py, r#ref)?;
         let c = client_for(py, client)?;
-        plain(async move { c.repository(&reference).list_tags().await })
+        plain(async move {
+            let repo = c.repository(&reference);
+            if missing_ok {
+                repo.list_tags().await
+            } else {
+                repo.list_existing_tags().await
+            }
+        })
     }
 }
 
@@ -130,15 +142,17 @@ impl FetchResult {
 }
 
 twins! {
-    /// Download many blobs concurrently; one result per request, in order.
-    #[pyo3(signature = (requests, *, concurrency = 16, client = None))]
+    /// Download many blobs concurrently; one result per request, in order. `progress(event,
+    /// info)` gets `("bytes", {"done": n, "total": 0})` events (throttled) as bytes arrive.
+    #[pyo3(signature = (requests, *, concurrency = 16, progress = None, client = None))]
     fn fetch_blobs / fetch_blobs_async (
         py,
         requests: Vec<(String, String, PathBuf)>,
         concurrency: usize,
+        progress: Option<Py<PyAny>>,
         client: Option<&Bound<'_, Client>>,
     ) -> Vec<FetchResult> {
-        let fut = fetch_blobs_future(py, &requests, concurrency, client)?;
+        let fut = fetch_blobs_future(py, &requests, concurrency, progress, client)?;
         Call::new(fut, move |py, results| Ok(fetch_results(py, results, requests)))
     }
 }
@@ -149,9 +163,11 @@ fn fetch_blobs_future(
     py: Python<'_>,
     requests: &[(String, String, PathBuf)],
     concurrency: usize,
+    progress: Option<Py<PyAny>>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<impl std::future::Future<Output = Fetched> + Send + 'static> {
     let c = client_for(py, client)?;
+    let counter = progress.map(|p| ByteProgress::new(Callback::new(p).bytes_fn()));
     let jobs: Vec<(crate::Result<(Reference, Digest)>, PathBuf)> = requests
         .iter()
         .map(|(r, d, dest)| {
@@ -164,18 +180,22 @@ fn fetch_blobs_future(
             .into_iter()
             .map(|(p, dest)| {
                 let c = c.clone();
+                let counter = counter.clone();
                 async move {
-                    match p {
-                        Ok((r, d)) => c.repository(&r).fetch_blob(&d, &dest).await,
-                        Err(e) => Err(e),
-                    }
+                    let (r, d) = p?;
+                    let repo = c.repository(&r);
+                    repo.fetch_blob_counted(&d, &dest, counter.as_deref()).await
                 }
             })
             .collect();
-        stream::iter(tasks)
+        let out = stream::iter(tasks)
             .buffered(concurrency.max(1))
             .collect::<Vec<_>>()
-            .await
+            .await;
+        if let Some(p) = &counter {
+            p.finish();
+        }
+        out
     })
 }
 

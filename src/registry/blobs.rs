@@ -12,6 +12,7 @@ use reqwest::Method;
 use super::Repository;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, ErrorKind, Result};
+use crate::progress::ByteProgress;
 use crate::transport::retry::Retrier;
 use crate::transport::{error_from_response, transport_error, Request};
 
@@ -177,6 +178,16 @@ impl Repository {
     /// with `Range` when the registry supports it, else the download restarts; bytes that do
     /// not match the digest are downloaded once more from the start before giving up.
     pub async fn fetch_blob(&self, digest: &Digest, dest: &Path) -> Result<FetchOutcome> {
+        self.fetch_blob_counted(digest, dest, None).await
+    }
+
+    /// [`Repository::fetch_blob`], adding the bytes received to `progress`.
+    pub async fn fetch_blob_counted(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        progress: Option<&ByteProgress>,
+    ) -> Result<FetchOutcome> {
         let what = format!("fetching blob {digest} from {}", self.name());
         let mut tmp = TempDest::create(dest).map_err(|e| e.context(&what))?;
         let mut hasher = Hasher::new();
@@ -194,7 +205,7 @@ impl Repository {
                     digest,
                     &what,
                     use_range,
-                    (&mut hasher, &mut received),
+                    (&mut hasher, &mut received, progress),
                     &mut tmp,
                     &mut outcome,
                     &mut retrier,
@@ -250,7 +261,7 @@ impl Repository {
         digest: &Digest,
         what: &str,
         use_range: bool,
-        (hasher, received): (&mut Hasher, &mut u64),
+        (hasher, received, progress): (&mut Hasher, &mut u64, Option<&ByteProgress>),
         tmp: &mut TempDest,
         outcome: &mut FetchOutcome,
         retrier: &mut Retrier,
@@ -311,6 +322,9 @@ impl Repository {
             let chunk = chunk.map_err(|e| Interrupted::Retry(transport_error(what, &e)))?;
             hasher.update(&chunk);
             *received += chunk.len() as u64;
+            if let Some(p) = progress {
+                p.add(chunk.len() as u64);
+            }
             tmp.file()
                 .write_all(&chunk)
                 .map_err(|e| Interrupted::Fatal(Error::io("writing", &tmp.path, &e)))?;

@@ -6,12 +6,14 @@ use futures_util::stream::{self, StreamExt};
 use futures_util::FutureExt;
 use reqwest::Method;
 use serde_json::Value;
+use std::sync::Arc;
 
 use super::session::Mode;
 use super::uploads::{Opened, UploadSource};
 use super::Repository;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::progress::ByteProgress;
 use crate::reference::Reference;
 use crate::transport::{error_from_response, transport_error};
 
@@ -20,6 +22,16 @@ struct RemoteBlob<'a> {
     src: &'a Repository,
     digest: Digest,
     size: u64,
+    progress: Option<Arc<ByteProgress>>,
+}
+
+/// How a blob reached the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobCopy {
+    /// A cross-repository mount: no bytes moved.
+    Mounted,
+    /// Downloaded from the source and uploaded as it arrived.
+    Streamed,
 }
 
 impl UploadSource for RemoteBlob<'_> {
@@ -42,12 +54,16 @@ impl UploadSource for RemoteBlob<'_> {
             }
             // Skip what the destination holds already (the registry checks the digest).
             let mut skip = offset;
+            let progress = self.progress.clone();
             let stream = resp.inner.bytes_stream().filter_map(move |chunk| {
                 let out = match chunk {
                     Ok(mut b) => {
                         let n = (skip.min(b.len() as u64)) as usize;
                         skip -= n as u64;
                         let rest = b.split_off(n);
+                        if let Some(p) = &progress {
+                            p.add(rest.len() as u64);
+                        }
                         (!rest.is_empty()).then_some(Ok(rest))
                     }
                     Err(e) => Some(Err(std::io::Error::other(transport_error(&what, &e)))),
@@ -103,21 +119,38 @@ impl Repository {
     /// are on one registry, else stream the download straight into a monolithic upload (the
     /// registry verifies the digest).
     pub async fn copy_blob(&self, src: &Repository, digest: &Digest, size: u64) -> Result<()> {
+        self.copy_blob_counted(src, digest, size, None)
+            .await
+            .map(drop)
+    }
+
+    /// [`Repository::copy_blob`], adding the bytes moved (or mounted) to `progress`.
+    pub async fn copy_blob_counted(
+        &self,
+        src: &Repository,
+        digest: &Digest,
+        size: u64,
+        progress: Option<&Arc<ByteProgress>>,
+    ) -> Result<BlobCopy> {
         let (from, to) = (&src.reference, &self.reference);
         if from.domain == to.domain
             && from.scheme == to.scheme
             && self.mount_blob(digest, from).await?
         {
-            return Ok(());
+            if let Some(p) = progress {
+                p.add(size);
+            }
+            return Ok(BlobCopy::Mounted);
         }
         let remote = RemoteBlob {
             src,
             digest: digest.clone(),
             size,
+            progress: progress.cloned(),
         };
         self.upload(&remote, Mode::Monolithic)
             .await
-            .map(drop)
+            .map(|_| BlobCopy::Streamed)
             .map_err(|e| {
                 e.context(format!(
                     "copying blob {digest} from {}",

@@ -21,6 +21,7 @@ mod uploads;
 pub mod wire;
 
 pub use blobs::FetchOutcome;
+pub use copy::BlobCopy;
 pub use tags::MAX_TAG_PAGE;
 pub use uploads::{BlobSource, Opened, UploadSource, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use wire::{

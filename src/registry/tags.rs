@@ -43,9 +43,24 @@ impl Repository {
         self.list_tags_paged(None).await
     }
 
+    /// [`Repository::list_tags`] of a repository that must exist: a registry answering
+    /// `NAME_UNKNOWN` is an error naming the registry and repository (a misspelt name is
+    /// not an empty cache).
+    pub async fn list_existing_tags(&self) -> Result<Vec<String>> {
+        self.list_tags_in(None, false).await
+    }
+
     /// [`Repository::list_tags`] asking for pages of `page_size` tags (`?n=`); the registry may
     /// paginate on its own either way.
     pub async fn list_tags_paged(&self, page_size: Option<usize>) -> Result<Vec<String>> {
+        self.list_tags_in(page_size, true).await
+    }
+
+    async fn list_tags_in(
+        &self,
+        page_size: Option<usize>,
+        missing_ok: bool,
+    ) -> Result<Vec<String>> {
         let reference = &self.reference;
         let what = format!("listing tags of {}", reference.repository());
         let mut url = reference.tags_url();
@@ -59,7 +74,13 @@ impl Repository {
             if resp.status().as_u16() != 200 {
                 let err = error_from_response(resp, &what).await;
                 if err.kind() == ErrorKind::NotFound && err.has_code("NAME_UNKNOWN") {
-                    return Ok(Vec::new());
+                    if missing_ok {
+                        return Ok(Vec::new());
+                    }
+                    return Err(err.context(format!(
+                        "the repository {} does not exist on {}",
+                        reference.name, reference.domain
+                    )));
                 }
                 return Err(err);
             }
