@@ -39,7 +39,7 @@ import spack_oci_rs as engine
 from spack_oci_rs import spack_index, spack_sign
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     import spack.mirrors.mirror
     from spack.oci.image import ImageReference
@@ -51,6 +51,7 @@ __all__ = [
     "fetch_to_stage",
     "manifest_response",
     "prefetch_for_install",
+    "prefetch_for_requests",
     "prefetch_specs",
     "update_index",
 ]
@@ -575,8 +576,46 @@ def _may_use_cache(task: Any) -> bool:
 def prefetch_for_install(tasks: Iterable[Any]) -> int:
     """:func:`prefetch_specs` of the installer's build tasks that may come from a cache."""
     tasks = [t for t in tasks if _may_use_cache(t)]
-    unsigned = spack_sign.unsigned_of_tasks(tasks)
+    unsigned = spack_sign.unsigned_of([t.request.install_args for t in tasks])
     return int(prefetch_specs([t.pkg.spec for t in tasks], unsigned))
+
+
+#: Images the install prefetch reads at once: each is a manifest, then two blobs; the
+#: client's per-registry limit (32 requests in flight, adaptive) bounds the requests.
+_PREFETCH_IMAGES = 64
+
+
+def _request_policy(request: Any, root: bool) -> str:
+    """A build request's cache policy for its root or its dependencies: ``auto``,
+    ``cache_only`` or ``source_only`` (develop's names; v1.0/v1.1's ``*_use_cache``)."""
+    args = request.install_args
+    if ("root_policy" if root else "dependencies_policy") in args:  # develop
+        return str(args.get("root_policy" if root else "dependencies_policy", "auto"))
+    use = args.get("package_use_cache" if root else "dependencies_use_cache", True)
+    return "auto" if use else "source_only"
+
+
+def _request_specs(request: Any) -> Iterator[spack.spec.Spec]:
+    """The specs of one build request that the installer may take from a cache: its root
+    and the dependencies it installs (``traverse_dependencies``, the installer's own walk)."""
+    args = request.install_args
+    if args.get("install_package", True) and _request_policy(request, True) != "source_only":
+        yield request.pkg.spec
+    if args.get("install_deps", True) and _request_policy(request, False) != "source_only":
+        yield from request.traverse_dependencies()
+
+
+@_guarded
+def prefetch_for_requests(requests: Iterable[Any]) -> int:
+    """:func:`prefetch_specs` of the installer's build requests (root specs with their
+    dependency DAGs and cache policies) before it makes its queue: no second ``_init_queue``."""
+    found: dict[str, spack.spec.Spec] = {}
+    requests = list(requests)
+    for request in requests:
+        for spec in _request_specs(request):
+            found.setdefault(spec.dag_hash(), spec)
+    unsigned = spack_sign.unsigned_of([r.install_args for r in requests])
+    return int(prefetch_specs(list(found.values()), unsigned))
 
 
 @_guarded
@@ -592,6 +631,7 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec], unsigned: bool | None = Non
     if not mirrors or not wanted:
         return 0
     root = spack.caches.FETCH_CACHE.root
+    start = time.perf_counter()
     pending = {s.dag_hash(): s for s in wanted}
     downloaded = 0
     for mirror in mirrors:
@@ -601,7 +641,11 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec], unsigned: bool | None = Non
         refs = [ref_string(mirror.with_tag(bindist._oci_default_tag(s))) for s in specs_here]
         trusted = spack_sign.trusted_keys(mirror.domain, mirror.name, unsigned)
         results = engine.prefetch_images(
-            refs, root, trusted_keys=trusted, client=client(mirror.domain)
+            refs,
+            root,
+            concurrency=_PREFETCH_IMAGES,
+            trusted_keys=trusted,
+            client=client(mirror.domain),
         )
         for spec, r in zip(specs_here, results, strict=True):
             if isinstance(r.error, engine.SignatureError):
@@ -612,7 +656,10 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec], unsigned: bool | None = Non
                     _VERIFIED.add(r.ref)
                 downloaded += r.downloaded
                 pending.pop(spec.dag_hash(), None)
-    tty.debug(f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs")
+    tty.debug(
+        f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs "
+        f"in {time.perf_counter() - start:.2f} s"
+    )
     return downloaded
 
 

@@ -58,12 +58,10 @@ def trusted_keys(domain: str, name: str, unsigned: bool | None = None) -> list[s
     return None if skip else [_path(str(k)) for k in keys]
 
 
-def unsigned_of_tasks(tasks: list[Any]) -> bool | None:
-    """The old installer's ``--no-check-signature`` (``install_args["unsigned"]``): True only
-    when every task says so."""
-    flags = [
-        getattr(getattr(t, "request", None), "install_args", {}).get("unsigned") for t in tasks
-    ]
+def unsigned_of(install_args: list[dict[str, Any]]) -> bool | None:
+    """The old installer's ``--no-check-signature`` (``install_args["unsigned"]`` of its
+    build requests): True only when every request says so."""
+    flags = [args.get("unsigned") for args in install_args]
     return True if flags and all(f is True for f in flags) else None
 
 

@@ -16,7 +16,7 @@ Spack internal                         with ``config:oci_backend:rust``
 ``BinaryCacheIndex._fetch_and_cache_index``  lets ``oci+http://`` indexes through
 ``binary_distribution.download_tarball``  the OCI manifest request answered by the engine
 ``OCIRegistryFetchStrategy.fetch``       ``fetch_to_stage`` (blob downloads)
-``installer.PackageInstaller._install``  ``prefetch_for_install`` first
+``installer.PackageInstaller._install``  ``prefetch_for_requests`` first
 ``new_installer.PackageInstaller._installer``  ``prefetch_specs`` first
 =====================================  ===================================================
 
@@ -331,13 +331,11 @@ def _patch_fetch_strategy(fs: Any) -> None:
 
 def _patch_installer(inst: Any) -> None:
     def dispatch(adapter: Any, _orig: Callable[..., Any], args: dict[str, Any]) -> Any:
-        installer = args["self"]
-        installer._init_queue()
-        adapter.prefetch_for_install(installer.build_tasks.values())
+        adapter.prefetch_for_requests(args["self"].build_requests)
         return _PASS
 
-    if not callable(getattr(inst.PackageInstaller, "_init_queue", None)):
-        raise _Unchanged("installer.PackageInstaller._init_queue is missing")
+    if not callable(getattr(inst.BuildRequest, "traverse_dependencies", None)):
+        raise _Unchanged("installer.BuildRequest.traverse_dependencies is missing")
     _wrap(inst.PackageInstaller, "_install", ["self"], dispatch)
 
 
