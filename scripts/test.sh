@@ -50,7 +50,8 @@ say() { printf '\n=== [%4ds] %s\n' "$SECONDS" "$*"; }
 #: The Spack test files of tests/, run once per Spack tree; on v1.1.0 only: Spack under
 #: registry faults (~2.5 min). tests/test_spack_harness.py (Spack's own backend) runs by hand.
 SPACK_TESTS=(tests/test_spack_e2e.py tests/test_spack_plugin.py tests/test_readme.py
-    tests/test_tarball_spack.py tests/test_patch.py tests/test_spack_cli.py)
+    tests/test_tarball_spack.py tests/test_patch.py tests/test_spack_cli.py
+    tests/test_spack_signing.py)
 HARNESS_TESTS=(tests/test_spack_faults.py)
 SPACK_VERSIONS=(v1.0.2 v1.1.0 develop)
 

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// The operation was cancelled (Ctrl-C).
     Cancelled,
+    /// An image is unsigned or its signature is not acceptable (see [`crate::sign`]).
+    Signature,
 }
 
 /// What went wrong on the wire, for transport errors: one of the inputs of

@@ -113,11 +113,13 @@ pub async fn upload_index(
 
 /// Fetch the current index: its layer digest and bytes (Spack's `OCIIndexFetcher`). `None`
 /// when the repository has no `index.spack`; no bytes when the digest equals `known` (the
-/// index the caller has cached is fresh).
+/// index the caller has cached is fresh). With `trusted` keys, the index image must be signed
+/// by one of them ([`crate::sign`]) before its layer is fetched or reported fresh.
 pub async fn fetch_index(
     client: &Client,
     reference: &Reference,
     known: Option<&Digest>,
+    trusted: Option<&[crate::sign::PublicKey]>,
 ) -> Result<Option<(Digest, Option<Bytes>)>> {
     let repo = client.repository(reference);
     let target = reference.with_tag(INDEX_TAG);
@@ -126,6 +128,9 @@ pub async fn fetch_index(
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
+    if let Some(keys) = trusted {
+        crate::sign::verify_manifest(&repo, &target, &manifest.digest, keys).await?;
+    }
     let layer = manifest.layers()?.into_iter().next().ok_or_else(|| {
         crate::Error::invalid_response(format!("{target}: index manifest has no layers"))
     })?;

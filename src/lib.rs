@@ -8,7 +8,8 @@
 //!   the verbs (tags, blobs, uploads, manifests, copies) and the wire types;
 //! - [`tarball`]: Spack-identical build-cache tarballs;
 //! - [`push`] (plan → layers → image) and [`index`]: whole push plans and build-cache
-//!   indexes.
+//!   indexes;
+//! - [`sign`]: cosign-compatible signatures of pushed images, verified before install.
 //!
 //! `python` is the thin PyO3 layer, compiled only with the `python` feature.
 
@@ -23,6 +24,7 @@ pub mod progress;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod sign;
 pub mod tarball;
 pub mod transport;
 

@@ -27,12 +27,16 @@ impl Scheme {
     }
 }
 
+/// Spack's longest tag, in characters. The regexes leave the length out: a counted repetition
+/// of the Unicode class `\w` costs tens of milliseconds to compile (engine start-up).
+const MAX_TAG_CHARS: usize = 128;
+
 static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     let alnum = r"[a-zA-Z0-9]+";
     let separator = r"(?:[._]|__|[-]+)";
     let domain_component = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
     let optional_port = r"(?::[0-9]+)?";
-    let tag = r"[\w][\w.-]{0,127}";
+    let tag = r"[\w][\w.-]*";
     let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}";
     let ipv6 = r"\[(?:[a-fA-F0-9:]+)\]";
     let domain_name = format!(r"{domain_component}(?:\.{domain_component})*");
@@ -46,9 +50,8 @@ static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
-/// Spack's tag pattern for validity checks.
-static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("valid regex"));
+/// Spack's tag pattern for validity checks (with [`MAX_TAG_CHARS`]).
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\w][\w.-]*$").expect("valid regex"));
 
 /// A parsed image reference: `domain/name:tag[@digest]` plus the scheme.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -70,6 +73,10 @@ impl Reference {
     pub fn parse_with_scheme(s: &str, scheme: Scheme) -> Result<Self> {
         let caps = REFERENCE
             .captures(s)
+            .filter(|c| {
+                c.get(3)
+                    .is_none_or(|t| t.as_str().chars().count() <= MAX_TAG_CHARS)
+            })
             .ok_or_else(|| Error::invalid_reference(format!("invalid image reference: {s:?}")))?;
         let domain = caps.get(1).map(|m| m.as_str());
         let name = caps[2].to_string();
@@ -239,9 +246,9 @@ pub fn tag_is_spec(tag: &str) -> bool {
     tag.as_bytes().ends_with(b".spack") && tag != INDEX_TAG
 }
 
-/// Whether `tag` is a valid OCI tag.
+/// Whether `tag` is a valid OCI tag: Spack's `[\w][\w.-]{0,127}`.
 pub fn is_valid_tag(tag: &str) -> bool {
-    TAG.is_match(tag)
+    tag.chars().count() <= MAX_TAG_CHARS && TAG.is_match(tag)
 }
 
 #[cfg(test)]
@@ -318,5 +325,18 @@ mod tests {
         assert!(tag_is_spec("a.spack"));
         assert!(!tag_is_spec("index.spack"));
         assert!(!tag_is_spec("latest"));
+    }
+
+    #[test]
+    fn tag_length_is_spack_s() {
+        let longest = "é".repeat(MAX_TAG_CHARS);
+        assert!(is_valid_tag(&longest));
+        assert_eq!(p(&format!("oci://h.io/r:{longest}")).tag, longest);
+        let over = "é".repeat(MAX_TAG_CHARS + 1);
+        assert!(!is_valid_tag(&over));
+        assert!(Reference::parse(&format!("oci://h.io/r:{over}")).is_err());
+        assert!(
+            Reference::parse(&format!("oci://h.io/r:{over}@sha256:{}", "a".repeat(64))).is_err()
+        );
     }
 }

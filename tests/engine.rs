@@ -225,6 +225,7 @@ fn push_plan_index_and_errors() {
             ..PushOptions::default()
         },
         progress: None,
+        signer: None,
     };
     let rt = rt();
     let results = rt.block_on(push::push(&c, plan(false)));
@@ -314,14 +315,14 @@ fn push_plan_index_and_errors() {
         )
         .await
         .unwrap();
-        let (layer, bytes) = spack_oci_rs::index::fetch_index(&c, &target, None)
+        let (layer, bytes) = spack_oci_rs::index::fetch_index(&c, &target, None, None)
             .await
             .unwrap()
             .unwrap();
         let bytes = bytes.unwrap();
         assert_eq!(bytes.as_ref(), b"{\"database\":{}}");
         assert_eq!(layer, Digest::of_bytes(&bytes));
-        let fresh = spack_oci_rs::index::fetch_index(&c, &target, Some(&layer))
+        let fresh = spack_oci_rs::index::fetch_index(&c, &target, Some(&layer), None)
             .await
             .unwrap()
             .unwrap();

@@ -17,39 +17,15 @@ from pathlib import Path
 import pytest
 
 import spack_oci_rs as oci
-from faultproxy import FaultProxy
+from faultproxy import Fault, FaultProxy
 from index_corpus import corpus
-from registry import Registry, skopeo
+from registry import Registry, sha256_digest, skopeo
+from spec_images import put_image
 
 pytestmark = pytest.mark.usefixtures("registry_tools")
 
 _HERE = Path(__file__).resolve().parent
 _STATE = "application/vnd.spack-oci-rs.index-state.v1+json"
-
-
-def put_image(ref: str, tag: str, config: bytes) -> str:
-    """A Spack-like image: ``config`` and a one-blob layer, tagged ``tag``; its digest."""
-    config_digest, _ = oci.upload_blob(ref, config)
-    layer = f"layer of {tag}".encode()
-    layer_digest, _ = oci.upload_blob(ref, layer)
-    manifest = {
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "schemaVersion": 2,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": layer_digest,
-                "size": len(layer),
-            }
-        ],
-    }
-    digest, _ = oci.upload_manifest(f"{ref}:{tag}", manifest)
-    return digest
 
 
 def current_index(ref: str) -> bytes:
@@ -192,3 +168,27 @@ def test_concurrent_mergers_lose_nothing(registry: Registry, repo_name: str) -> 
     full, _ = oci.index_json(configs, targets="{}")
     assert installs(current_index(ref)) == installs(full), results
     print("merge attempts:", [r[1] for r in results])
+
+
+def test_rebuild_skips_a_vanished_manifest_or_config(registry: Registry, repo_name: str) -> None:
+    """A tag listed whose manifest is gone by the time it is read (404), and a tag whose
+    config blob was deleted: each skipped with one reason naming it; an index of the rest."""
+    ref = registry.repo_url(repo_name)
+    configs = spec_configs(12, seed=11)
+    for tag, config in configs:
+        put_image(ref, tag, config)
+    (gone_manifest, _), (gone_config, config) = configs[0], configs[1]
+    registry.delete_blob(repo_name, sha256_digest(config))
+    with FaultProxy(registry.host) as proxy:
+        unknown = b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}'
+        proxy.add(
+            Fault.respond(404, content=unknown, content_type="application/json"),
+            "GET",
+            f"/manifests/{gone_manifest}$",
+            times=None,
+        )
+        result = oci.update_index(f"oci+http://{proxy.host}/{repo_name}", targets="{}")
+    assert sorted(t for t, _ in result.skipped) == sorted([gone_manifest, gone_config])
+    assert all(reason for _, reason in result.skipped), result.skipped
+    assert (result.mode, result.fetched, result.settled) == ("rebuild", len(configs) - 2, True)
+    assert current_index(ref) == oci.index_json(configs[2:], targets="{}")[0]

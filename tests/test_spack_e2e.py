@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from faultproxy import FaultProxy
 from registry import Registry
 from spack_env import LEAF, MID, ROOT, SpackEnv, parse_spec_list, require_spack, tree_digest
 from spack_oci_rs import patch
@@ -337,3 +338,35 @@ def test_new_installer_prefetches(
     out = env.run("-c", "config:installer:new", "-d", "install", ROOT, input="")
     assert "spack_oci_rs: prefetched 6 blobs for 3 specs" in out.stdout + out.stderr, out.stdout
     assert check_installed(env) == before
+
+
+@pytest.mark.skipif(not _HAS_OCI_HTTP, reason="no oci+http:// in 1.0 (the proxy is plain HTTP)")
+def test_install_prefetch_answers_every_manifest_request(
+    registry: Registry,
+    make_proxy: Callable[..., FaultProxy],
+    spack_tree: Path,
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    """The old installer's prefetch comes from the build requests (root, its dependencies,
+    their cache policies): each image's manifest and blobs are read once, by the prefetch;
+    Spack's per-spec manifest request is answered from it. ``--only dependencies`` leaves
+    the root out."""
+    env = make_env(tmp_path / "spack", spack_tree, registry)
+    env.install(ROOT)
+    env.mirror_add("seed", registry.repo_url(repo_name))
+    env.push("seed", ROOT, update_index=True)
+    env.mirror_remove("seed")
+    proxy = make_proxy()
+    env.mirror_add("oci", proxy.repo_url(repo_name))
+    for only, specs in ((("--only", "dependencies"), 2), ((), 3)):
+        env.uninstall_all()
+        env.clear_download_caches()
+        before = len(proxy.log)
+        out = env.run("-d", "install", "--cache-only", "--no-check-signature", *only, ROOT)
+        assert f"spack_oci_rs: prefetched {2 * specs} blobs for {specs} specs" in out.stderr
+        sent = [f"{r.method} {r.path}" for r in list(proxy.log)[before:]]
+        spec_manifests = [r for r in sent if "/manifests/" in r and "index.spack" not in r]
+        assert len(spec_manifests) == specs == len(set(spec_manifests)), sent
+        blobs = [r for r in sent if "/blobs/" in r]  # spec files, tarballs, the index
+        assert len(blobs) == len(set(blobs)) and len(blobs) <= 2 * specs + 1, sent

@@ -22,6 +22,7 @@ __all__ = [
     "PushItem",
     "PushResult",
     "TarballInfo",
+    "Verified",
     "__version__",
     "blob_exists",
     "build_index",
@@ -33,6 +34,7 @@ __all__ = [
     "fetch_blob",
     "fetch_blobs",
     "fetch_index",
+    "generate_key_pair",
     "get_manifest_and_config",
     "index_json",
     "list_tags",
@@ -41,10 +43,12 @@ __all__ = [
     "probe",
     "push",
     "reset_logging",
+    "sign",
     "update_index",
     "upload_blob",
     "upload_index",
     "upload_manifest",
+    "verify",
 ]
 
 __version__: str
@@ -464,7 +468,11 @@ def update_index(
     """
 
 def fetch_index(
-    ref: str, *, known: str | None = None, client: Client | None = None
+    ref: str,
+    *,
+    known: str | None = None,
+    trusted_keys: Sequence[_Path] | None = None,
+    client: Client | None = None,
 ) -> tuple[str, bytes | None] | None:
     """The ``index.spack`` of the repository of ``ref``: ``(layer digest, index bytes)``,
     verified; None when the repository has no index.
@@ -472,6 +480,8 @@ def fetch_index(
     Args:
         known: the digest of the index the caller has cached; when it is still current the
             bytes are not downloaded and come back as None.
+        trusted_keys: public keys (SubjectPublicKeyInfo PEM files): the index image must be
+            signed by one of them (see :func:`verify`), else ``SignatureError``.
     """
 
 @final
@@ -497,12 +507,18 @@ def prefetch_images(
     root: _Path,
     *,
     concurrency: int = 16,
+    trusted_keys: Sequence[_Path] | None = None,
     client: Client | None = None,
 ) -> list[PrefetchResult]:
     """For each image: fetch its manifest, then its config and its last layer into
     ``root/blobs/sha256/<hex>`` (Spack's download-cache layout for OCI blobs), verified,
     skipping blobs already there. Images are fetched ``concurrency`` at a time; one result
-    per reference, in order."""
+    per reference, in order.
+
+    With ``trusted_keys`` (public key PEM files), an image is accepted only when signed by
+    one of them (see :func:`verify`): its blobs download beside the check into hidden files
+    and enter ``root`` only once it passed; a refused image's result carries a
+    ``SignatureError`` and leaves nothing in ``root``."""
 
 def probe(ref: str, *, client: Client | None = None) -> dict[str, Any]:
     """Check a registry and repository (``spack-oci-rs doctor``): ``connect_ms`` and
@@ -663,6 +679,7 @@ def push(
     stream_layers: bool = True,
     tmpdir: _Path | None = None,
     compression: str = "spack",
+    sign_key: _Path | None = None,
     client: Client | None = None,
 ) -> list[PushResult]:
     """Push a whole plan to repository ``target`` with one connection pool and token cache.
@@ -697,6 +714,10 @@ def push(
             uploaded). ``total`` is summed before the first layer starts and corrected as
             layers end (an estimate until then); ``done`` only grows and ends equal to
             ``total``.
+        sign_key: an ECDSA P-256 private key (PKCS#8 PEM): every image whose manifest this
+            push uploads is signed cosign's way (see :func:`sign`); its signature's blobs go
+            up beside the image's config and its manifest beside the image's. An item whose
+            signature fails is failed. The key is read before any request is sent.
     """
 
 # -- Spack-identical build-cache tarballs -------------------------------------------------
@@ -787,3 +808,39 @@ def create_tarball(
             cannot be read; a file changed size while it was read; ``dest`` cannot be
             written.
     """
+
+# -- signatures (cosign layout) -------------------------------------------------------------
+
+@final
+class Verified:
+    """A signature :func:`verify` accepted."""
+
+    @property
+    def digest(self) -> str:
+        """The manifest digest that is signed."""
+    @property
+    def key(self) -> str:
+        """The trusted key that signed it (its path)."""
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:`` of the key's DER SubjectPublicKeyInfo."""
+
+def sign(ref: str, key_path: _Path, *, client: Client | None = None) -> str:
+    """Sign the image ``ref`` (tag or digest) with the ECDSA P-256 private key at
+    ``key_path`` (PKCS#8 PEM, as ``openssl genpkey -algorithm EC -pkeyopt
+    ec_paramgen_curve:P-256`` writes it), cosign's way: a signature image tagged
+    ``sha256-<hex>.sig`` whose layer is the simple-signing payload (repository, manifest
+    digest, and the tag in ``optional.tag``) with the base64 DER signature in the
+    ``dev.cosignproject.cosign/signature`` annotation. Signatures by other keys are kept.
+    Returns the manifest digest signed. A key readable by others is warned about."""
+
+def verify(ref: str, public_keys: Sequence[_Path], *, client: Client | None = None) -> Verified:
+    """Check that the image ``ref`` is signed by one of ``public_keys`` (SubjectPublicKeyInfo
+    PEM files) for this repository, this manifest digest and, when ``ref`` is a tag, this
+    tag. Raises :class:`~spack_oci_rs.exceptions.SignatureError` naming the image and why:
+    no signature, bad signature (or by another key), signed for another digest, repository or
+    tag, a malformed or oversized signature or payload."""
+
+def generate_key_pair(prefix: _Path) -> tuple[str, str]:
+    """Write a new ECDSA P-256 key pair to ``PREFIX.key`` (PKCS#8 PEM, mode 0600) and
+    ``PREFIX.pub`` (SubjectPublicKeyInfo PEM); neither may exist. Returns both paths."""

@@ -48,9 +48,11 @@ list_tags = _twin(_native.list_tags)
 prefetch_images = _twin(_native.prefetch_images)
 probe = _twin(_native.probe)
 push = _twin(_native.push)
+sign = _twin(_native.sign)
 upload_blob = _twin(_native.upload_blob)
 upload_index = _twin(_native.upload_index)
 upload_manifest = _twin(_native.upload_manifest)
+verify = _twin(_native.verify)
 
 __all__ = [
     "blob_exists",
@@ -65,7 +67,9 @@ __all__ = [
     "prefetch_images",
     "probe",
     "push",
+    "sign",
     "upload_blob",
     "upload_index",
     "upload_manifest",
+    "verify",
 ]

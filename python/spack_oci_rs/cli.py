@@ -1,7 +1,8 @@
 """The ``spack-oci-rs`` command (also ``python -m spack_oci_rs``).
 
 Subcommands: ``patch``, ``doctor``, ``tags``, ``inspect``, ``fetch``, ``push-dir``, ``index``,
-``copy`` (``copy_cmd.py``). Every subcommand takes ``--json`` for machine-readable output and
+``copy`` (``copy_cmd.py``), ``keygen``, ``sign``, ``verify``
+(``cli_sign.py``). Every subcommand takes ``--json`` for machine-readable output and
 ``--quiet``; the conventions (stdout for data, exit codes 0/1/2/3, no traceback, closed pipes,
 Spack mirror names) are in ``cliutil.py``.
 
@@ -404,6 +405,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_index)
 
     copy_cmd.add_parser(sub, common, _client)
+
+    from .cli_sign import add_parsers
+
+    add_parsers(sub, common)
     return p
 
 

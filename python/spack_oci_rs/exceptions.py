@@ -18,6 +18,7 @@ __all__ = [
     "NotFoundError",
     "OciError",
     "RegistryError",
+    "SignatureError",
     "TransportError",
 ]
 
@@ -95,3 +96,9 @@ class TransportError(OciError, ConnectionError):
 
 class LocalFileError(OciError, OSError):
     """Reading or writing a local file or directory failed."""
+
+
+class SignatureError(OciError):
+    """An image is not signed by a trusted key, or its signature does not fit it: no
+    signature, a bad signature, a signature for another digest, repository or tag, or a
+    malformed signature image. The message names the image and the reason."""

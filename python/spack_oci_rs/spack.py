@@ -36,10 +36,10 @@ import spack.util.spack_yaml as syaml
 from spack import traverse
 
 import spack_oci_rs as engine
-from spack_oci_rs import spack_index
+from spack_oci_rs import spack_index, spack_sign
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     import spack.mirrors.mirror
     from spack.oci.image import ImageReference
@@ -51,6 +51,7 @@ __all__ = [
     "fetch_to_stage",
     "manifest_response",
     "prefetch_for_install",
+    "prefetch_for_requests",
     "prefetch_specs",
     "update_index",
 ]
@@ -60,6 +61,9 @@ _CLIENTS: dict[tuple[Any, ...], engine.Client] = {}
 
 #: Image reference -> (config digest, layer digest) of images prefetched for an install.
 _PREFETCHED: dict[str, tuple[str, str]] = {}
+
+#: Prefetched images whose signature was verified (config:oci_trusted_keys).
+_VERIFIED: set[str] = set()
 
 
 #: Mirrors (registry hosts) already reported unreachable in this process.
@@ -301,6 +305,7 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             progress=progress,
             tmpdir=self.tmpdir,
             compression=str(spack.config.get("config:oci_compression", "spack")),
+            sign_key=spack_sign.sign_key(),
             client=self._client(),
         )
 
@@ -441,6 +446,16 @@ def update_index(image_ref: ImageReference, tmpdir: str) -> None:
         client=client(image_ref.domain),
     )
     _report_index(image_ref, result)
+    _sign_index(image_ref)
+
+
+def _sign_index(image_ref: ImageReference) -> None:
+    """Sign the index just uploaded when ``config:oci_sign_key`` is set."""
+    key = spack_sign.sign_key()
+    if key:
+        engine.sign(
+            ref_string(image_ref.with_tag("index.spack")), key, client=client(image_ref.domain)
+        )
 
 
 def _report_index(image_ref: ImageReference, result: engine.IndexUpdate) -> None:
@@ -468,6 +483,7 @@ def merge_index(image_ref: ImageReference, tags: list[str]) -> None:
         client=client(image_ref.domain),
     )
     _report_index(image_ref, result)
+    _sign_index(image_ref)
     if not result.settled:
         where = f"{image_ref.domain}/{image_ref.name}"
         tty.warn(
@@ -490,7 +506,10 @@ class RustOCIIndexFetcher(bindist.IndexFetcher):  # type: ignore[misc]
         where = f"{self.ref.domain}/{self.ref.name}"
         try:
             found = engine.fetch_index(
-                ref_string(self.ref, tag=False), known=known, client=client(self.ref.domain)
+                ref_string(self.ref, tag=False),
+                known=known,
+                trusted_keys=spack_sign.trusted_keys(self.ref.domain, self.ref.name),
+                client=client(self.ref.domain),
             )
         except engine.OciError as e:
             raise bindist.FetchIndexError(f"Could not fetch the index of {where}", e) from e
@@ -556,11 +575,51 @@ def _may_use_cache(task: Any) -> bool:
 
 def prefetch_for_install(tasks: Iterable[Any]) -> int:
     """:func:`prefetch_specs` of the installer's build tasks that may come from a cache."""
-    return int(prefetch_specs([t.pkg.spec for t in tasks if _may_use_cache(t)]))
+    tasks = [t for t in tasks if _may_use_cache(t)]
+    unsigned = spack_sign.unsigned_of([t.request.install_args for t in tasks])
+    return int(prefetch_specs([t.pkg.spec for t in tasks], unsigned))
+
+
+#: Images the install prefetch reads at once: each is a manifest, then two blobs; the
+#: client's per-registry limit (32 requests in flight, adaptive) bounds the requests.
+_PREFETCH_IMAGES = 64
+
+
+def _request_policy(request: Any, root: bool) -> str:
+    """A build request's cache policy for its root or its dependencies: ``auto``,
+    ``cache_only`` or ``source_only`` (develop's names; v1.0/v1.1's ``*_use_cache``)."""
+    args = request.install_args
+    if ("root_policy" if root else "dependencies_policy") in args:  # develop
+        return str(args.get("root_policy" if root else "dependencies_policy", "auto"))
+    use = args.get("package_use_cache" if root else "dependencies_use_cache", True)
+    return "auto" if use else "source_only"
+
+
+def _request_specs(request: Any) -> Iterator[spack.spec.Spec]:
+    """The specs of one build request that the installer may take from a cache: its root
+    and the dependencies it installs (``traverse_dependencies``, the installer's own walk)."""
+    args = request.install_args
+    if args.get("install_package", True) and _request_policy(request, True) != "source_only":
+        yield request.pkg.spec
+    if args.get("install_deps", True) and _request_policy(request, False) != "source_only":
+        yield from request.traverse_dependencies()
 
 
 @_guarded
-def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
+def prefetch_for_requests(requests: Iterable[Any]) -> int:
+    """:func:`prefetch_specs` of the installer's build requests (root specs with their
+    dependency DAGs and cache policies) before it makes its queue: no second ``_init_queue``."""
+    found: dict[str, spack.spec.Spec] = {}
+    requests = list(requests)
+    for request in requests:
+        for spec in _request_specs(request):
+            found.setdefault(spec.dag_hash(), spec)
+    unsigned = spack_sign.unsigned_of([r.install_args for r in requests])
+    return int(prefetch_specs(list(found.values()), unsigned))
+
+
+@_guarded
+def prefetch_specs(specs: Sequence[spack.spec.Spec], unsigned: bool | None = None) -> int:
     """Download the config and tarball blobs of every spec that an OCI mirror has, all at
     once, into Spack's download cache (``blobs/sha256/<hex>``, Spack's OCI layout), so that
     installing them one by one reads local files. Failures are left to the normal install
@@ -572,6 +631,7 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
     if not mirrors or not wanted:
         return 0
     root = spack.caches.FETCH_CACHE.root
+    start = time.perf_counter()
     pending = {s.dag_hash(): s for s in wanted}
     downloaded = 0
     for mirror in mirrors:
@@ -579,19 +639,47 @@ def prefetch_specs(specs: Sequence[spack.spec.Spec]) -> int:
             break
         specs_here = list(pending.values())
         refs = [ref_string(mirror.with_tag(bindist._oci_default_tag(s))) for s in specs_here]
-        results = engine.prefetch_images(refs, root, client=client(mirror.domain))
+        trusted = spack_sign.trusted_keys(mirror.domain, mirror.name, unsigned)
+        results = engine.prefetch_images(
+            refs,
+            root,
+            concurrency=_PREFETCH_IMAGES,
+            trusted_keys=trusted,
+            client=client(mirror.domain),
+        )
         for spec, r in zip(specs_here, results, strict=True):
+            if isinstance(r.error, engine.SignatureError):
+                spack_sign.report_refusal(r.ref, r.error)
             if r.ok and r.config_digest and r.layer_digest:
                 _PREFETCHED[r.ref] = (r.config_digest, r.layer_digest)
+                if trusted:
+                    _VERIFIED.add(r.ref)
                 downloaded += r.downloaded
                 pending.pop(spec.dag_hash(), None)
-    tty.debug(f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs")
+    tty.debug(
+        f"spack_oci_rs: prefetched {downloaded} blobs for {len(wanted)} specs "
+        f"in {time.perf_counter() - start:.2f} s"
+    )
     return downloaded
 
 
-def _image_digests(key: str, domain: str) -> tuple[str, str]:
+def _image_digests(key: str, domain: str, trusted: list[str] | None) -> tuple[str, str]:
     """(config digest, layer digest) of the image ``key``: from the install prefetch when it
-    had the image (no request), else from its manifest, fetched once."""
+    had the image (no request), else from its manifest, fetched once. With ``trusted`` keys
+    only a verified image: one the prefetch verified, or one verified now (its blobs then in
+    the download cache); a refusal is said once and raised."""
+    if trusted and key not in _VERIFIED:
+        import spack.caches
+
+        (r,) = engine.prefetch_images(
+            [key], spack.caches.FETCH_CACHE.root, trusted_keys=trusted, client=client(domain)
+        )
+        if isinstance(r.error, engine.SignatureError):
+            spack_sign.report_refusal(key, r.error)
+        if r.error is not None:
+            raise r.error
+        _PREFETCHED[key] = (str(r.config_digest), str(r.layer_digest))
+        _VERIFIED.add(key)
     digests = _PREFETCHED.get(key)
     if digests is None:
         try:
@@ -610,7 +698,7 @@ _MANIFEST_URL = re.compile(r"^(https?)://([^/]+)/v2/(.+)/manifests/([^/]+)$")
 
 
 @_guarded
-def manifest_response(url: str) -> Any:
+def manifest_response(url: str, unsigned: bool | None = None) -> Any:
     """The reply to the manifest request of the OCI branch of Spack's ``download_tarball``
     (the plugin routes it here): the image's config and tarball digests, from the install
     prefetch or the registry, as a file Spack's ``json.load`` reads; None if ``url`` is not a
@@ -621,7 +709,7 @@ def manifest_response(url: str) -> Any:
         return None
     scheme, domain, name, tag = m.groups()
     key = f"{'oci+http' if scheme == 'http' else 'oci'}://{domain}/{name}:{tag}"
-    config, layer = _image_digests(key, domain)
+    config, layer = _image_digests(key, domain, spack_sign.trusted_keys(domain, name, unsigned))
     manifest = {"config": {"digest": config}, "layers": [{"digest": layer}]}
     return io.BytesIO(json.dumps(manifest).encode())
 
@@ -639,7 +727,7 @@ def download_tarball(spec: spack.spec.Spec, ref: ImageReference, fetch_url: str)
 
     key = ref_string(ref)
     try:
-        digests = _image_digests(key, ref.domain)
+        digests = _image_digests(key, ref.domain, spack_sign.trusted_keys(ref.domain, ref.name))
     except (engine.OciError, KeyError, IndexError, TypeError) as e:
         tty.debug(f"spack_oci_rs: no binary for {_format_spec(spec)} in {key}: {e}")
         return None

@@ -16,7 +16,7 @@ Spack internal                         with ``config:oci_backend:rust``
 ``BinaryCacheIndex._fetch_and_cache_index``  lets ``oci+http://`` indexes through
 ``binary_distribution.download_tarball``  the OCI manifest request answered by the engine
 ``OCIRegistryFetchStrategy.fetch``       ``fetch_to_stage`` (blob downloads)
-``installer.PackageInstaller._install``  ``prefetch_for_install`` first
+``installer.PackageInstaller._install``  ``prefetch_for_requests`` first
 ``new_installer.PackageInstaller._installer``  ``prefetch_specs`` first
 =====================================  ===================================================
 
@@ -281,7 +281,7 @@ def _download_tarball(adapter: Any, original: Callable[..., Any], args: dict[str
     install prefetch when it had the image); blobs come through the fetch strategy."""
     import spack.oci.opener
 
-    opener = _ManifestOpener(spack.oci.opener.urlopen, adapter)
+    opener = _ManifestOpener(spack.oci.opener.urlopen, adapter, args["unsigned"])
     with _replaced(spack.oci.opener, "urlopen", opener):
         return original(**args)
 
@@ -290,13 +290,14 @@ class _ManifestOpener:
     """``spack.oci.opener.urlopen`` for the duration of a ``download_tarball``: manifest GETs
     go to the engine, anything else to Spack's opener."""
 
-    def __init__(self, urlopen: Callable[..., Any], adapter: Any) -> None:
+    def __init__(self, urlopen: Callable[..., Any], adapter: Any, unsigned: bool | None) -> None:
         self._urlopen = urlopen
         self._adapter = adapter
+        self._unsigned = unsigned  # download_tarball's own: --no-check-signature
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         if isinstance(request, urllib.request.Request) and request.get_method() == "GET":
-            response = self._adapter.manifest_response(request.full_url)
+            response = self._adapter.manifest_response(request.full_url, self._unsigned)
             if response is not None:
                 return response
         return self._urlopen(request, *args, **kwargs)
@@ -330,13 +331,11 @@ def _patch_fetch_strategy(fs: Any) -> None:
 
 def _patch_installer(inst: Any) -> None:
     def dispatch(adapter: Any, _orig: Callable[..., Any], args: dict[str, Any]) -> Any:
-        installer = args["self"]
-        installer._init_queue()
-        adapter.prefetch_for_install(installer.build_tasks.values())
+        adapter.prefetch_for_requests(args["self"].build_requests)
         return _PASS
 
-    if not callable(getattr(inst.PackageInstaller, "_init_queue", None)):
-        raise _Unchanged("installer.PackageInstaller._init_queue is missing")
+    if not callable(getattr(inst.BuildRequest, "traverse_dependencies", None)):
+        raise _Unchanged("installer.BuildRequest.traverse_dependencies is missing")
     _wrap(inst.PackageInstaller, "_install", ["self"], dispatch)
 
 
@@ -349,7 +348,7 @@ def _patch_new_installer(new: Any) -> None:
         specs = [
             spec for key, spec in graph.nodes.items() if found.get(key) and policy != "source_only"
         ]
-        adapter.prefetch_specs(specs)
+        adapter.prefetch_specs(specs, getattr(installer, "unsigned", None))
         return _PASS
 
     _wrap(new.PackageInstaller, "_installer", ["self"], dispatch)

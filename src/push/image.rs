@@ -14,6 +14,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::media_types;
 use crate::registry::{to_compact_json, BlobSource, Repository};
+use crate::sign::Signer;
 
 /// Spack's `default_manifest()`.
 pub fn default_manifest() -> Value {
@@ -65,42 +66,70 @@ pub(super) struct Reupload<'a> {
 /// Compose the config and manifest of one item (Spack's `_oci_put_manifest`) and upload both.
 /// A manifest refused for a missing blob gets its missing blobs uploaded again (config,
 /// layers re-made from their tarball or prefix, base layers copied again), then one more PUT.
+///
+/// With a `signer`, the signature's blobs go up beside the config (the manifest digest is
+/// known once it is composed) and its manifest beside the image's: no round trip in series.
+/// The item fails if its signature does.
 pub(super) async fn put_image(
     target: &Repository,
     item: &PushItem,
     (base_manifest, base_config): (&Value, &Value),
     layers: &HashMap<String, LayerInfo>,
     reupload: &Reupload<'_>,
+    signer: Option<&Signer>,
 ) -> Result<(Digest, u64)> {
     let (config_bytes, manifest_bytes, media_type) =
         compose_image(item, base_manifest, base_config, layers)?;
     let config = Bytes::from(config_bytes);
     let manifest_bytes = Bytes::from(manifest_bytes);
+    let manifest_digest = Digest::of_bytes(&manifest_bytes);
+    let tag = Some(item.tag.as_str());
+    let prepare_signature = async {
+        match signer {
+            Some(s) => s.prepare(target, tag, &manifest_digest).await.map(Some),
+            None => Ok(None),
+        }
+    };
     // No HEAD first: a config holds a timestamp, so it is new on every push (a HEAD would
     // cost a round trip per item for nothing).
     let config_digest = Digest::of_bytes(&config);
-    target
-        .upload_blob(&BlobSource::Bytes(config.clone()), &config_digest, true)
-        .await?;
-    let tag = Some(item.tag.as_str());
-    match target
-        .put_manifest(tag, manifest_bytes.clone(), &media_type)
-        .await
-    {
-        Err(e) if crate::registry::is_missing_blob_error(&e) => {
-            tracing::info!(error = %e, "blobs vanished before the manifest; uploading them again");
-            let manifest: Value = serde_json::from_slice(&manifest_bytes)
-                .map_err(|j| Error::invalid_input(format!("composed manifest: {j}")))?;
-            for (label, digest) in target.missing_blobs(&manifest).await? {
-                reupload
-                    .blob(target, &config, base_manifest, (&label, &digest))
+    let config_source = BlobSource::Bytes(config.clone());
+    let (_, signature) = tokio::try_join!(
+        target.upload_blob(&config_source, &config_digest, true),
+        prepare_signature,
+    )?;
+    let put = async {
+        match target
+            .put_manifest(tag, manifest_bytes.clone(), &media_type)
+            .await
+        {
+            Err(e) if crate::registry::is_missing_blob_error(&e) => {
+                tracing::info!(error = %e, "blobs vanished before the manifest; uploading them again");
+                let manifest: Value = serde_json::from_slice(&manifest_bytes)
+                    .map_err(|j| Error::invalid_input(format!("composed manifest: {j}")))?;
+                for (label, digest) in target.missing_blobs(&manifest).await? {
+                    reupload
+                        .blob(target, &config, base_manifest, (&label, &digest))
+                        .await
+                        .map_err(|r| r.unwrap_or_else(|why| e.clone().context(why)))?;
+                }
+                target
+                    .put_manifest(tag, manifest_bytes.clone(), &media_type)
                     .await
-                    .map_err(|r| r.unwrap_or_else(|why| e.clone().context(why)))?;
             }
-            target.put_manifest(tag, manifest_bytes, &media_type).await
+            r => r,
         }
-        r => r,
-    }
+    };
+    let put_signature = async {
+        match signature {
+            Some(p) => p.put(target).await,
+            None => Ok(()),
+        }
+    };
+    let (pushed, signed) = tokio::join!(put, put_signature);
+    let pushed = pushed?;
+    signed.map_err(|e| e.context(format!("signing {}:{}", target.name(), item.tag)))?;
+    Ok(pushed)
 }
 
 impl Reupload<'_> {

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::progress::{ByteProgress, Share};
 use crate::reference::Reference;
 use crate::registry::Repository;
+use crate::sign::Signer;
 use crate::tarball::{RelocationLists, TarballOptions};
 use crate::transport::Client;
 use image::{put_image, Reupload};
@@ -205,6 +206,8 @@ pub struct PushPlan {
     pub known_layers: HashMap<String, LayerInfo>,
     pub options: PushOptions,
     pub progress: Option<ProgressFn>,
+    /// Sign every image whose manifest this push uploads (cosign layout, [`crate::sign`]).
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// Run a push plan. Never fails as a whole for one item: per-item errors are in the results;
@@ -217,6 +220,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         known_layers,
         options,
         progress,
+        signer,
     } = plan;
     let mut run = Run {
         target: client.repository(&target),
@@ -228,6 +232,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         jobs: Arc::new(Semaphore::new(options.jobs.max(1))),
         options,
         progress,
+        signer,
     };
     run.check_local();
     run.find_existing().await;
@@ -274,6 +279,7 @@ struct Run {
     options: PushOptions,
     jobs: Arc<Semaphore>,
     progress: Option<ProgressFn>,
+    signer: Option<Arc<Signer>>,
 }
 
 type Bases = HashMap<String, Result<(Value, Value)>>;
@@ -299,7 +305,10 @@ impl Run {
     /// (1) What exists already.
     async fn find_existing(&mut self) {
         if !self.options.force && self.skipped.iter().any(|s| !*s) {
-            let existing = existing_layers(&self.target, &self.items, &self.layers).await;
+            let (existing, tags) = existing_layers(&self.target, &self.items, &self.layers).await;
+            if let (Some(signer), Some(tags)) = (&self.signer, tags) {
+                signer.assume_listed(tags.into_iter().collect());
+            }
             for (i, found) in existing.into_iter().enumerate() {
                 let Existing::Yes(info) = found else { continue };
                 if self.skipped[i] {
@@ -436,10 +445,12 @@ impl Run {
         };
         let tasks = needs_manifest.iter().map(|&i| {
             let item = &self.items[i];
-            let (layers, reupload) = (&self.layers, &reupload);
+            let (layers, reupload, signer) = (&self.layers, &reupload, self.signer.as_deref());
             async move {
                 let r = match &bases[&item.architecture] {
-                    Ok((bm, bc)) => put_image(&self.target, item, (bm, bc), layers, reupload).await,
+                    Ok((bm, bc)) => {
+                        put_image(&self.target, item, (bm, bc), layers, reupload, signer).await
+                    }
                     Err(e) => Err(e
                         .clone()
                         .context(format!("base image for {}", item.architecture))),

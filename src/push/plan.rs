@@ -47,12 +47,12 @@ pub(super) enum Existing {
 /// For every item: does its tag exist with a usable image. One tag listing decides; the
 /// manifests and configs of existing items are fetched (in one parallel round) only for
 /// the layers that items still to push stack on and `known` lacks. If listing fails, every
-/// tag is checked directly, as Spack does.
+/// tag is checked directly, as Spack does. The listed tags are returned too.
 pub(super) async fn existing_layers(
     repo: &Repository,
     items: &[PushItem],
     known: &HashMap<String, LayerInfo>,
-) -> Vec<Existing> {
+) -> (Vec<Existing>, Option<BTreeSet<String>>) {
     let tags: Option<BTreeSet<String>> =
         repo.list_tags().await.ok().map(|t| t.into_iter().collect());
     let listed =
@@ -78,8 +78,9 @@ pub(super) async fn existing_layers(
             }
         }
     });
-    stream::iter(tasks.collect::<Vec<_>>())
+    let existing = stream::iter(tasks.collect::<Vec<_>>())
         .buffered(64)
         .collect()
-        .await
+        .await;
+    (existing, tags)
 }

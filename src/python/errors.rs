@@ -31,6 +31,7 @@ pub fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Transport => "TransportError",
         ErrorKind::Io => "LocalFileError",
         ErrorKind::InvalidInput => "InvalidArgumentError",
+        ErrorKind::Signature => "SignatureError",
         _ => "RegistryError",
     }
 }

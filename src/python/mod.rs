@@ -12,6 +12,7 @@ mod ops;
 mod progress;
 mod push;
 mod runtime;
+mod sign;
 mod tarball;
 
 use std::path::PathBuf;
@@ -200,6 +201,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     index::register(m)?;
     push::register(m)?;
     tarball::register(m)?;
+    sign::register(m)?;
     logging::register(m)?;
     Ok(())
 }

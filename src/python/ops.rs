@@ -443,17 +443,23 @@ twins! {
 twins! {
     /// The current `index.spack`: (layer digest, bytes), or None when there is none. With
     /// `known` equal to the current layer digest the bytes are not fetched (None).
-    #[pyo3(signature = (r#ref, *, known = None, client = None))]
+    /// With `trusted_keys`, the index image must be signed by one of them.
+    #[pyo3(signature = (r#ref, *, known = None, trusted_keys = None, client = None))]
     fn fetch_index / fetch_index_async (
         py,
         r#ref: &str,
         known: Option<&str>,
+        trusted_keys: Option<Vec<PathBuf>>,
         client: Option<&Bound<'_, Client>>,
     ) -> Option<(String, Option<Py<PyBytes>>)> {
         let reference = parse_ref(py, r#ref)?;
         let known = known.map(|k| parse_digest(py, k)).transpose()?;
+        let trusted = super::sign::trusted_for(py, trusted_keys)?;
         let c = client_for(py, client)?;
-        let fut = async move { crate::index::fetch_index(&c, &reference, known.as_ref()).await };
+        let fut = async move {
+            let trusted = trusted.as_deref().map(Vec::as_slice);
+            crate::index::fetch_index(&c, &reference, known.as_ref(), trusted).await
+        };
         Call::new(fut, |py, out| {
             let out = out.into_py_result(py)?;
             Ok(out.map(|(d, b)| (d.to_string(), b.map(|b| PyBytes::new(py, &b).unbind()))))
@@ -485,20 +491,27 @@ impl PrefetchResult {
 twins! {
     /// For each image: fetch its manifest, then its config and last layer into
     /// `root/blobs/sha256/<hex>` (skipping blobs already there), all concurrently.
-    #[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
+    /// With `trusted_keys`, only images signed by one of them are accepted (nothing of a
+    /// refused image enters `root`).
+    #[pyo3(signature = (refs, root, *, concurrency = 16, trusted_keys = None, client = None))]
     fn prefetch_images / prefetch_images_async (
         py,
         refs: Vec<String>,
         root: PathBuf,
         concurrency: usize,
+        trusted_keys: Option<Vec<PathBuf>>,
         client: Option<&Bound<'_, Client>>,
     ) -> Vec<PrefetchResult> {
         let parsed: Vec<Reference> = refs
             .iter()
             .map(|r| parse_ref(py, r))
             .collect::<PyResult<_>>()?;
+        let trusted = super::sign::trusted_for(py, trusted_keys)?;
         let c = client_for(py, client)?;
-        let fut = async move { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await };
+        let fut = async move {
+            let trusted = trusted.as_deref().map(Vec::as_slice);
+            crate::prefetch::prefetch(&c, &parsed, &root, concurrency, trusted).await
+        };
         Call::new(fut, move |py, results| Ok(prefetch_results(py, results, refs)))
     }
 }

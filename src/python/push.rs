@@ -248,6 +248,7 @@ twins! {
         stream_layers = true,
         tmpdir = None,
         compression = "spack",
+        sign_key = None,
         client = None,
     ))]
     fn push / push_async (
@@ -263,6 +264,7 @@ twins! {
         stream_layers: bool,
         tmpdir: Option<PathBuf>,
         compression: &str,
+        sign_key: Option<PathBuf>,
         client: Option<&Bound<'_, Client>>,
     ) -> Vec<PushResult> {
         let fast = compression_is_fast(py, compression)?;
@@ -280,6 +282,7 @@ twins! {
             known_layers: known_layer_infos(py, known_layers)?,
             options,
             progress: progress.map(progress_fn),
+            signer: super::sign::signer_for(py, sign_key)?,
         };
         let c = client_for(py, client)?;
         Call::new(push_counted(c, plan), |py, results| Ok(to_results(py, results)))
