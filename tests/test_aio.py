@@ -84,3 +84,22 @@ def test_cancelling_an_awaitable(registry: Registry, repo_name: str) -> None:
         asyncio.run(main())
     finally:
         silent.close()
+
+
+def test_every_twin_has_its_namesakes_signature() -> None:
+    import inspect
+
+    for name in aoci.__all__:
+        sync, twin = getattr(oci, name), getattr(aoci, name)
+        assert inspect.signature(twin) == inspect.signature(sync), name
+        assert inspect.iscoroutinefunction(twin), name
+
+
+def test_twins_check_arguments_before_any_request(tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(oci.InvalidDigestError):
+            await aoci.fetch_blob("oci+http://127.0.0.1:9/x", "sha256:nope", tmp_path / "f")
+        with pytest.raises(oci.InvalidArgumentError, match="bytes or a path"):
+            await aoci.upload_blob("oci+http://127.0.0.1:9/x", 42)  # type: ignore[arg-type]
+
+    asyncio.run(main())

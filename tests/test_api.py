@@ -459,3 +459,19 @@ def test_fast_compression(registry: Registry, repo_name: str, tmp_path: Path) ->
     assert str(text).lstrip("/") in names
     with pytest.raises(oci.InvalidArgumentError, match="compression"):
         oci.push(ref, [oci.PushItem("x", prefix=p)], compression="zstd")
+
+
+def test_client_defaults_live_in_one_place() -> None:
+    d = oci.Client.DEFAULTS
+    assert set(d) == {
+        "verify_ssl", "connect_timeout", "read_timeout", "retries", "max_concurrency",
+        "retry_budget", "retry_backoff",
+    }  # fmt: skip
+    default = repr(oci.Client())
+    assert f"retries={d['retries']}" in default
+    assert f"connect_timeout={d['connect_timeout']}" in default
+    assert repr(oci.Client(retries=None, connect_timeout=None)) == default
+    assert "retries=2" in repr(oci.Client(retries=2))
+    for bad in ({"connect_timeout": 0.0}, {"retry_budget": -1.0}, {"read_timeout": float("nan")}):
+        with pytest.raises(oci.InvalidArgumentError, match="must be positive"):
+            oci.Client(**bad)  # type: ignore[arg-type]

@@ -8,9 +8,9 @@ about 100 ms and raises ``KeyboardInterrupt``. Errors are :class:`spack_oci_rs.e
 subclasses.
 """
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from os import PathLike
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 __all__ = [
     "Client",
@@ -23,34 +23,25 @@ __all__ = [
     "TarballInfo",
     "__version__",
     "blob_exists",
-    "blob_exists_async",
     "build_index",
-    "build_index_async",
     "copy_missing_layers",
     "create_tarball",
     "default_tag",
     "ensure_valid_tag",
     "fetch_blob",
-    "fetch_blob_async",
     "fetch_blobs",
-    "fetch_blobs_async",
     "fetch_index",
     "get_manifest_and_config",
-    "get_manifest_and_config_async",
     "index_json",
     "list_tags",
-    "list_tags_async",
     "parse_reference",
     "prefetch_images",
-    "prefetch_images_async",
     "probe",
     "push",
-    "push_async",
     "reset_logging",
     "update_index",
     "upload_blob",
     "upload_index",
-    "upload_index_async",
     "upload_manifest",
 ]
 
@@ -108,7 +99,14 @@ class Client:
             beyond it fails at once.
         retry_backoff: the first retry's delay in seconds (doubling up to 30 s, each delay
             randomly between half and all of it).
+
+    A setting not given (or ``None``) takes its value from :attr:`DEFAULTS`.
     """
+
+    DEFAULTS: ClassVar[dict[str, bool | int | float]]
+    """The value each of ``verify_ssl``, ``connect_timeout``, ``read_timeout``, ``retries``,
+    ``max_concurrency``, ``retry_budget`` and ``retry_backoff`` takes when it is not given:
+    the engine's own defaults, kept in one place (Rust's ``ClientOptions::default``)."""
 
     def __new__(
         cls,
@@ -119,13 +117,13 @@ class Client:
         client_cert: _Path | None = None,
         client_key: _Path | None = None,
         ca_certs: Sequence[_Path] | None = None,
-        verify_ssl: bool = True,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
-        retries: int = 5,
-        max_concurrency: int = 32,
-        retry_budget: float = 300.0,
-        retry_backoff: float = 0.2,
+        verify_ssl: bool | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        retries: int | None = None,
+        max_concurrency: int | None = None,
+        retry_budget: float | None = None,
+        retry_backoff: float | None = None,
     ) -> Client: ...
     def credentials_source(self, registry: str) -> str:
         """Where the credentials for ``registry`` (``host[:port]``) come from and what they
@@ -709,70 +707,3 @@ def create_tarball(
             cannot be read; a file changed size while it was read; ``dest`` cannot be
             written.
     """
-
-# -- asyncio twins (re-exported without the suffix by spack_oci_rs.aio) ---------------------
-
-def list_tags_async(ref: str, *, client: Client | None = None) -> Awaitable[list[str]]:
-    """Awaitable :func:`list_tags`."""
-
-def blob_exists_async(ref: str, digest: str, *, client: Client | None = None) -> Awaitable[bool]:
-    """Awaitable :func:`blob_exists`."""
-
-def fetch_blob_async(
-    ref: str, digest: str, dest: _Path, *, client: Client | None = None
-) -> Awaitable[int]:
-    """Awaitable :func:`fetch_blob`."""
-
-def fetch_blobs_async(
-    requests: Sequence[tuple[str, str, _Path]],
-    *,
-    concurrency: int = 16,
-    client: Client | None = None,
-) -> Awaitable[list[FetchResult]]:
-    """Awaitable :func:`fetch_blobs`."""
-
-def get_manifest_and_config_async(
-    ref: str,
-    architecture: str = "amd64",
-    *,
-    recurse: int = 3,
-    client: Client | None = None,
-) -> Awaitable[tuple[dict[str, Any], dict[str, Any]]]:
-    """Awaitable :func:`get_manifest_and_config`."""
-
-def build_index_async(
-    ref: str,
-    *,
-    concurrency: int = 64,
-    client: Client | None = None,
-) -> Awaitable[IndexConfigs]:
-    """Awaitable :func:`build_index`."""
-
-def upload_index_async(ref: str, index: bytes, *, client: Client | None = None) -> Awaitable[str]:
-    """Awaitable :func:`upload_index` (the index as bytes)."""
-
-def prefetch_images_async(
-    refs: Sequence[str],
-    root: _Path,
-    *,
-    concurrency: int = 16,
-    client: Client | None = None,
-) -> Awaitable[list[PrefetchResult]]:
-    """Awaitable :func:`prefetch_images`."""
-
-def push_async(
-    target: str,
-    items: Sequence[PushItem],
-    *,
-    base_image: str | None = None,
-    force: bool = False,
-    jobs: int | None = None,
-    known_layers: Mapping[str, tuple[str, str, int]] | None = None,
-    buildinfo_dump: Callable[[dict[str, Any]], bytes | str] | None = None,
-    progress: Callable[[str, dict[str, Any]], object] | None = None,
-    stream_layers: bool = True,
-    tmpdir: _Path | None = None,
-    compression: str = "spack",
-    client: Client | None = None,
-) -> Awaitable[list[PushResult]]:
-    """Awaitable :func:`push`."""

@@ -294,7 +294,11 @@ def parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--ca-cert", action="append", metavar="PEM", help="extra CA (file or dir)")
     common.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
-    common.add_argument("--retries", type=int, default=5, help="attempts per request")
+    common.add_argument(
+        "--retries",
+        type=int,
+        help=f"attempts per request (default {oci.Client.DEFAULTS['retries']})",
+    )
 
     p = argparse.ArgumentParser(
         prog="spack-oci-rs",

@@ -71,26 +71,35 @@ pub(super) async fn make_layer(
             options: topts,
             buildinfo,
         } => {
+            let job = PrefixJob {
+                repo,
+                prefix: path,
+                topts,
+                buildinfo,
+                jobs,
+            };
             if prefix_is_small(path) {
-                return small_prefix(repo, path, topts, buildinfo, jobs).await;
+                return small_prefix(&job).await;
             }
             if options.stream_layers {
-                return stream_prefix(repo, path, topts, buildinfo, jobs).await;
+                return stream_prefix(&job).await;
             }
-            temp_file_layer(repo, path, topts, buildinfo, options, jobs).await
+            temp_file_layer(&job, options).await
         }
     }
 }
 
+/// What archiving one prefix into a layer needs.
+struct PrefixJob<'a> {
+    repo: &'a Repository,
+    prefix: &'a Path,
+    topts: &'a TarballOptions,
+    buildinfo: &'a BuildinfoFn,
+    jobs: &'a Arc<Semaphore>,
+}
+
 /// Archive a prefix into a temp file, then upload the file.
-async fn temp_file_layer(
-    repo: &Repository,
-    path: &Path,
-    topts: &TarballOptions,
-    buildinfo: &BuildinfoFn,
-    options: &PushOptions,
-    jobs: &Arc<Semaphore>,
-) -> Result<MadeLayer> {
+async fn temp_file_layer(job: &PrefixJob<'_>, options: &PushOptions) -> Result<MadeLayer> {
     let tmpdir = options.tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     // The temp file belongs to this future: if it is dropped (Ctrl-C), the file is removed
     // at once and the tarball thread stops soon after.
@@ -100,14 +109,15 @@ async fn temp_file_layer(
         .tempfile_in(&tmpdir)
         .map_err(|e| Error::io("creating a temp file in", &tmpdir, &e))?
         .into_parts();
-    let (path, bi) = (path.to_path_buf(), buildinfo.clone());
-    let info = archive(jobs, topts, move |t| {
+    let (path, bi) = (job.prefix.to_path_buf(), job.buildinfo.clone());
+    let info = archive(job.jobs, job.topts, move |t| {
         let sink = io::BufWriter::with_capacity(1 << 20, file);
         tarball::write_tarball(&path, &t, |l| bi(l), sink)
     })
     .await?;
     let digest = info.compressed_digest.clone();
-    let uploaded = repo
+    let uploaded = job
+        .repo
         .upload_blob(&BlobSource::File(tmp.to_path_buf()), &digest, false)
         .await?;
     drop(tmp);
@@ -167,40 +177,30 @@ async fn archive<T: Send + 'static>(
 }
 
 /// Archive a small prefix into memory (holding a CPU slot only meanwhile), then upload it.
-async fn small_prefix(
-    repo: &Repository,
-    prefix: &Path,
-    topts: &TarballOptions,
-    buildinfo: &BuildinfoFn,
-    jobs: &Arc<Semaphore>,
-) -> Result<MadeLayer> {
-    let (prefix, bi) = (prefix.to_path_buf(), buildinfo.clone());
-    let (bytes, info) = archive(jobs, topts, move |t| {
+async fn small_prefix(job: &PrefixJob<'_>) -> Result<MadeLayer> {
+    let (prefix, bi) = (job.prefix.to_path_buf(), job.buildinfo.clone());
+    let (bytes, info) = archive(job.jobs, job.topts, move |t| {
         let mut out = Vec::new();
         tarball::write_tarball(&prefix, &t, |l| bi(l), &mut out).map(|info| (out, info))
     })
     .await?;
     let digest = info.compressed_digest.clone();
     // No HEAD: for a small blob, uploading it again costs less than asking.
-    repo.upload_blob(&BlobSource::Bytes(Bytes::from(bytes)), &digest, true)
+    job.repo
+        .upload_blob(&BlobSource::Bytes(Bytes::from(bytes)), &digest, true)
         .await?;
     Ok(MadeLayer::of(digest, info, true))
 }
 
 /// Archive a prefix on a blocking thread and stream it into the upload (resumed by
 /// archiving again, see [`TarballStream`]).
-async fn stream_prefix(
-    repo: &Repository,
-    prefix: &Path,
-    topts: &TarballOptions,
-    buildinfo: &BuildinfoFn,
-    jobs: &Arc<Semaphore>,
-) -> Result<MadeLayer> {
-    let source = TarballStream::new(prefix, topts, buildinfo, jobs);
-    let digest = repo
+async fn stream_prefix(job: &PrefixJob<'_>) -> Result<MadeLayer> {
+    let source = TarballStream::new(job.prefix, job.topts, job.buildinfo, job.jobs);
+    let digest = job
+        .repo
         .upload_source(&source)
         .await
-        .map_err(|e| e.context(format!("uploading the tarball of {}", prefix.display())))?;
+        .map_err(|e| e.context(format!("uploading the tarball of {}", job.prefix.display())))?;
     let info = source
         .info()
         .ok_or_else(|| Error::new(ErrorKind::Io, "the tarball was not completed"))?;

@@ -26,7 +26,8 @@ pub(crate) fn spack_reader(
 }
 
 pub(crate) fn parse_targets(targets: &str) -> PyResult<Targets> {
-    Targets::from_json(targets.as_bytes()).map_err(pyo3::exceptions::PyValueError::new_err)
+    Targets::from_json(targets.as_bytes())
+        .map_err(|e| super::errors::invalid_argument(format!("targets: {e}")))
 }
 
 /// (name, reason) of configs left out.
@@ -46,9 +47,8 @@ fn index_json<'py>(
     let targets = parse_targets(targets)?;
     let mut db = match previous {
         None => Database::new(),
-        Some(p) => Database::parse(&p).map_err(|e| {
-            pyo3::exceptions::PyValueError::new_err(format!("the previous index: {e}"))
-        })?,
+        Some(p) => Database::parse(&p)
+            .map_err(|e| super::errors::invalid_argument(format!("the previous index: {e}")))?,
     };
     let reader = spack_records.as_ref().map(spack_reader);
     let (bytes, skipped) = py.detach(|| {

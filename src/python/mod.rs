@@ -3,6 +3,7 @@
 //! module so that key order and exact bytes are preserved.
 
 mod auth;
+mod call;
 mod errors;
 mod index;
 mod logging;
@@ -52,6 +53,20 @@ impl Client {
     }
 }
 
+/// `into` = `value` seconds when given (`None` keeps the default), which must be positive.
+fn set_seconds(name: &str, value: Option<f64>, into: &mut Duration) -> PyResult<()> {
+    match value {
+        None => Ok(()),
+        Some(v) if v.is_finite() && v > 0.0 => {
+            *into = Duration::from_secs_f64(v);
+            Ok(())
+        }
+        Some(v) => Err(errors::invalid_argument(format!(
+            "{name} must be positive, not {v}"
+        ))),
+    }
+}
+
 #[pymethods]
 impl Client {
     #[new]
@@ -63,13 +78,13 @@ impl Client {
         client_cert = None,
         client_key = None,
         ca_certs = None,
-        verify_ssl = true,
-        connect_timeout = 10.0,
-        read_timeout = 60.0,
-        retries = 5,
-        max_concurrency = 32,
-        retry_budget = 300.0,
-        retry_backoff = 0.2,
+        verify_ssl = None,
+        connect_timeout = None,
+        read_timeout = None,
+        retries = None,
+        max_concurrency = None,
+        retry_budget = None,
+        retry_backoff = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -79,44 +94,54 @@ impl Client {
         client_cert: Option<PathBuf>,
         client_key: Option<PathBuf>,
         ca_certs: Option<Vec<PathBuf>>,
-        verify_ssl: bool,
-        connect_timeout: f64,
-        read_timeout: f64,
-        retries: u32,
-        max_concurrency: usize,
-        retry_budget: f64,
-        retry_backoff: f64,
+        verify_ssl: Option<bool>,
+        connect_timeout: Option<f64>,
+        read_timeout: Option<f64>,
+        retries: Option<u32>,
+        max_concurrency: Option<usize>,
+        retry_budget: Option<f64>,
+        retry_backoff: Option<f64>,
     ) -> PyResult<Self> {
         let (provider, registries) =
             auth::credential_provider(credentials, access_tokens, docker_config)?;
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(errors::invalid_argument(format!(
-                    "{name} must be positive, not {v}"
-                )))
-            }
-        };
         let mut options = ClientOptions {
             ca_certs: ca_certs.unwrap_or_default(),
-            verify_tls: verify_ssl,
-            connect_timeout: positive("connect_timeout", connect_timeout)?,
-            read_timeout: positive("read_timeout", read_timeout)?,
-            max_concurrency_per_registry: max_concurrency.max(1),
             credentials: provider,
             client_cert,
             client_key,
             ..ClientOptions::default()
         };
-        options.retry.max_attempts = retries.max(1);
-        options.retry.budget = positive("retry_budget", retry_budget)?;
-        options.retry.initial_backoff = positive("retry_backoff", retry_backoff)?;
+        // Not given: the value of `ClientOptions::default()`, the one place defaults live.
+        let o = &mut options;
+        set_seconds("connect_timeout", connect_timeout, &mut o.connect_timeout)?;
+        set_seconds("read_timeout", read_timeout, &mut o.read_timeout)?;
+        set_seconds("retry_budget", retry_budget, &mut o.retry.budget)?;
+        set_seconds("retry_backoff", retry_backoff, &mut o.retry.initial_backoff)?;
+        o.verify_tls = verify_ssl.unwrap_or(o.verify_tls);
+        o.retry.max_attempts = retries.map_or(o.retry.max_attempts, |r| r.max(1));
+        let per_registry = &mut o.max_concurrency_per_registry;
+        *per_registry = max_concurrency.map_or(*per_registry, |m| m.max(1));
         Ok(Self {
             options,
             registries,
             cached: Mutex::new(None),
         })
+    }
+
+    /// The value each setting takes when it is not given (or given as `None`).
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn DEFAULTS(py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let o = ClientOptions::default();
+        let d = PyDict::new(py);
+        d.set_item("verify_ssl", o.verify_tls)?;
+        d.set_item("connect_timeout", o.connect_timeout.as_secs_f64())?;
+        d.set_item("read_timeout", o.read_timeout.as_secs_f64())?;
+        d.set_item("retries", o.retry.max_attempts)?;
+        d.set_item("max_concurrency", o.max_concurrency_per_registry)?;
+        d.set_item("retry_budget", o.retry.budget.as_secs_f64())?;
+        d.set_item("retry_backoff", o.retry.initial_backoff.as_secs_f64())?;
+        Ok(d.unbind())
     }
 
     /// Where the credentials for `registry` would come from, without the secret.

@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use serde_json::Value;
 
+use super::call::{add_twin, plain, twins, Call};
 use super::errors::{to_pyerr, IntoPyResult};
-use super::runtime::{block_on, future_into_py};
 use super::{client_for, Client};
 use crate::digest::Digest;
 use crate::reference::{self, Reference};
@@ -49,58 +49,54 @@ pub(crate) fn from_json_bytes(py: Python<'_>, b: &[u8]) -> PyResult<Py<PyAny>> {
         .unbind())
 }
 
-/// All tags of the repository of `ref`, sorted, following `Link` pagination.
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, client = None))]
-fn list_tags(
-    py: Python<'_>,
-    r#ref: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Vec<String>> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    block_on(
+twins! {
+    /// All tags of the repository of `ref`, sorted, following `Link` pagination.
+    #[pyo3(signature = (r#ref, *, client = None))]
+    fn list_tags / list_tags_async (
         py,
-        async move { c.repository(&reference).list_tags().await },
-    )?
-    .into_py_result(py)
+        r#ref: &str,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Vec<String> {
+        let reference = parse_ref(py, r#ref)?;
+        let c = client_for(py, client)?;
+        plain(async move { c.repository(&reference).list_tags().await })
+    }
 }
 
-/// Whether the blob exists in the repository of `ref`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, digest, *, client = None))]
-fn blob_exists(
-    py: Python<'_>,
-    r#ref: &str,
-    digest: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<bool> {
-    let reference = parse_ref(py, r#ref)?;
-    let digest = parse_digest(py, digest)?;
-    let c = client_for(py, client)?;
-    block_on(py, async move {
-        c.repository(&reference).blob_exists(&digest).await
-    })?
-    .into_py_result(py)
+twins! {
+    /// Whether the blob exists in the repository of `ref`.
+    #[pyo3(signature = (r#ref, digest, *, client = None))]
+    fn blob_exists / blob_exists_async (
+        py,
+        r#ref: &str,
+        digest: &str,
+        client: Option<&Bound<'_, Client>>,
+    ) -> bool {
+        let reference = parse_ref(py, r#ref)?;
+        let digest = parse_digest(py, digest)?;
+        let c = client_for(py, client)?;
+        plain(async move { c.repository(&reference).blob_exists(&digest).await })
+    }
 }
 
-/// Stream one blob to `dest`, verified; returns its size.
-#[pyfunction]
-#[pyo3(signature = (r#ref, digest, dest, *, client = None))]
-fn fetch_blob(
-    py: Python<'_>,
-    r#ref: &str,
-    digest: &str,
-    dest: PathBuf,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<u64> {
-    let reference = parse_ref(py, r#ref)?;
-    let digest = parse_digest(py, digest)?;
-    let c = client_for(py, client)?;
-    let out = block_on(py, async move {
-        c.repository(&reference).fetch_blob(&digest, &dest).await
-    })?;
-    out.map(|o| o.size).into_py_result(py)
+twins! {
+    /// Stream one blob to `dest`, verified; returns its size.
+    #[pyo3(signature = (r#ref, digest, dest, *, client = None))]
+    fn fetch_blob / fetch_blob_async (
+        py,
+        r#ref: &str,
+        digest: &str,
+        dest: PathBuf,
+        client: Option<&Bound<'_, Client>>,
+    ) -> u64 {
+        let reference = parse_ref(py, r#ref)?;
+        let digest = parse_digest(py, digest)?;
+        let c = client_for(py, client)?;
+        plain(async move {
+            let out = c.repository(&reference).fetch_blob(&digest, &dest).await;
+            out.map(|o| o.size)
+        })
+    }
 }
 
 /// The outcome of one download of `fetch_blobs`.
@@ -133,18 +129,18 @@ impl FetchResult {
     }
 }
 
-/// Download many blobs concurrently; one result per request, in order.
-#[pyfunction]
-#[pyo3(signature = (requests, *, concurrency = 16, client = None))]
-fn fetch_blobs(
-    py: Python<'_>,
-    requests: Vec<(String, String, PathBuf)>,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Vec<FetchResult>> {
-    let fut = fetch_blobs_future(py, &requests, concurrency, client)?;
-    let results = block_on(py, fut)?;
-    Ok(fetch_results(py, results, requests))
+twins! {
+    /// Download many blobs concurrently; one result per request, in order.
+    #[pyo3(signature = (requests, *, concurrency = 16, client = None))]
+    fn fetch_blobs / fetch_blobs_async (
+        py,
+        requests: Vec<(String, String, PathBuf)>,
+        concurrency: usize,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Vec<FetchResult> {
+        let fut = fetch_blobs_future(py, &requests, concurrency, client)?;
+        Call::new(fut, move |py, results| Ok(fetch_results(py, results, requests)))
+    }
 }
 
 type Fetched = Vec<crate::Result<crate::registry::FetchOutcome>>;
@@ -191,166 +187,165 @@ fn fetch_results(
     results
         .into_iter()
         .zip(requests)
-        .map(|(r, (rf, d, dest))| match r {
-            Ok(o) => FetchResult {
+        .map(|(r, (rf, d, dest))| {
+            let (ok, error) = match r {
+                Ok(o) => (Some(o), None),
+                Err(e) => (None, Some(to_pyerr(py, &e).into_value(py).into_any())),
+            };
+            FetchResult {
                 r#ref: rf,
                 digest: d,
                 dest,
-                ok: true,
-                size: Some(o.size),
-                error: None,
-                resumed: o.resumed,
-                restarted: o.restarted,
-                retries: o.retries,
-            },
-            Err(e) => FetchResult {
-                r#ref: rf,
-                digest: d,
-                dest,
-                ok: false,
-                size: None,
-                error: Some(to_pyerr(py, &e).into_value(py).into_any()),
-                resumed: 0,
-                restarted: 0,
-                retries: 0,
-            },
+                ok: ok.is_some(),
+                size: ok.as_ref().map(|o| o.size),
+                error,
+                resumed: ok.as_ref().map_or(0, |o| o.resumed),
+                restarted: ok.as_ref().map_or(0, |o| o.restarted),
+                retries: ok.as_ref().map_or(0, |o| o.retries),
+            }
         })
         .collect()
 }
 
-/// Upload a blob (a file path or bytes) unless present; returns (digest, uploaded).
-#[pyfunction]
-#[pyo3(signature = (r#ref, data, digest = None, *, force = false, client = None))]
-fn upload_blob(
-    py: Python<'_>,
-    r#ref: &str,
-    data: &Bound<'_, PyAny>,
-    digest: Option<&str>,
-    force: bool,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<(String, bool)> {
-    let reference = parse_ref(py, r#ref)?;
-    let source = if let Ok(b) = data.cast::<PyBytes>() {
-        BlobSource::Bytes(Bytes::copy_from_slice(b.as_bytes()))
+/// Blob bytes from `data` (bytes or a path to read) for the upload functions.
+fn blob_source(data: &Bound<'_, PyAny>) -> PyResult<BlobSource> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        Ok(BlobSource::Bytes(Bytes::copy_from_slice(b.as_bytes())))
     } else if let Ok(p) = data.extract::<PathBuf>() {
-        BlobSource::File(p)
+        Ok(BlobSource::File(p))
     } else {
-        return Err(super::errors::invalid_argument(
+        Err(super::errors::invalid_argument(
             "data must be bytes or a path",
-        ));
-    };
-    let given = digest.map(|d| parse_digest(py, d)).transpose()?;
-    let c = client_for(py, client)?;
-    let out = block_on(py, async move {
-        let digest = match (given, &source) {
-            (Some(d), _) => d,
-            (None, BlobSource::Bytes(b)) => Digest::of_bytes(b),
-            (None, BlobSource::File(p)) => {
-                let p = p.clone();
-                tokio::task::spawn_blocking(move || crate::digest::file_digest(&p))
-                    .await
-                    .map_err(|e| crate::Error::invalid_input(e.to_string()))??
-            }
-        };
-        let uploaded = c
-            .repository(&reference)
-            .upload_blob(&source, &digest, force)
-            .await?;
-        Ok::<_, crate::Error>((digest.to_string(), uploaded))
-    })?;
-    out.into_py_result(py)
+        ))
+    }
 }
 
-/// Upload a manifest (a dict, serialized as compact JSON like Spack, or exact bytes) under
-/// the tag of `ref`, or under its digest when `tag` is false. Returns (digest, size).
-#[pyfunction]
-#[pyo3(signature = (r#ref, manifest, *, tag = true, media_type = None, client = None))]
-fn upload_manifest(
-    py: Python<'_>,
-    r#ref: &str,
-    manifest: &Bound<'_, PyAny>,
-    tag: bool,
-    media_type: Option<String>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<(String, u64)> {
-    let reference = parse_ref(py, r#ref)?;
-    let (bytes, json) = if let Ok(b) = manifest.cast::<PyBytes>() {
+twins! {
+    /// Upload a blob (a file path or bytes) unless present; returns (digest, uploaded).
+    #[pyo3(signature = (r#ref, data, digest = None, *, force = false, client = None))]
+    fn upload_blob / upload_blob_async (
+        py,
+        r#ref: &str,
+        data: &Bound<'_, PyAny>,
+        digest: Option<&str>,
+        force: bool,
+        client: Option<&Bound<'_, Client>>,
+    ) -> (String, bool) {
+        let reference = parse_ref(py, r#ref)?;
+        let source = blob_source(data)?;
+        let given = digest.map(|d| parse_digest(py, d)).transpose()?;
+        let c = client_for(py, client)?;
+        plain(async move {
+            let digest = match (given, &source) {
+                (Some(d), _) => d,
+                (None, BlobSource::Bytes(b)) => Digest::of_bytes(b),
+                (None, BlobSource::File(p)) => {
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || crate::digest::file_digest(&p))
+                        .await
+                        .map_err(|e| crate::Error::invalid_input(e.to_string()))??
+                }
+            };
+            let repo = c.repository(&reference);
+            let uploaded = repo.upload_blob(&source, &digest, force).await?;
+            Ok((digest.to_string(), uploaded))
+        })
+    }
+}
+
+/// Manifest bytes and their JSON: exact bytes as given, or a dict as Spack's compact JSON.
+fn manifest_bytes(py: Python<'_>, manifest: &Bound<'_, PyAny>) -> PyResult<(Vec<u8>, Value)> {
+    if let Ok(b) = manifest.cast::<PyBytes>() {
         let bytes = b.as_bytes().to_vec();
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| crate::Error::invalid_input(format!("manifest is not JSON: {e}")))
             .into_py_result(py)?;
-        (bytes, v)
+        Ok((bytes, v))
     } else {
         let v = to_value(py, manifest)?;
-        (to_compact_json(&v), v)
-    };
-    let Some(media_type) = media_type.or_else(|| {
-        json.get("mediaType")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    }) else {
-        let e = crate::Error::invalid_input("the manifest has no mediaType; pass media_type=");
-        return Err(to_pyerr(py, &e));
-    };
-    let c = client_for(py, client)?;
-    let out = block_on(py, async move {
-        c.repository(&reference)
-            .put_manifest(
-                tag.then_some(reference.tag.as_str()),
-                Bytes::from(bytes),
-                &media_type,
-            )
-            .await
-    })?;
-    out.map(|(d, s)| (d.to_string(), s)).into_py_result(py)
+        Ok((to_compact_json(&v), v))
+    }
 }
 
-/// (manifest, config) of `ref`, descending into an image index for `architecture`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, architecture = "amd64", *, recurse = 3, client = None))]
-fn get_manifest_and_config(
-    py: Python<'_>,
-    r#ref: &str,
-    architecture: &str,
-    recurse: u32,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    let arch = architecture.to_string();
-    let im = block_on(py, async move {
-        c.repository(&reference)
-            .get_manifest_and_config(&reference.tag_or_digest(), &arch, recurse)
-            .await
-    })?
-    .into_py_result(py)?;
-    Ok((
-        from_json_bytes(py, &im.manifest.bytes)?,
-        from_json_bytes(py, &im.config_bytes)?,
-    ))
+twins! {
+    /// Upload a manifest (a dict, serialized as compact JSON like Spack, or exact bytes) under
+    /// the tag of `ref`, or under its digest when `tag` is false. Returns (digest, size).
+    #[pyo3(signature = (r#ref, manifest, *, tag = true, media_type = None, client = None))]
+    fn upload_manifest / upload_manifest_async (
+        py,
+        r#ref: &str,
+        manifest: &Bound<'_, PyAny>,
+        tag: bool,
+        media_type: Option<String>,
+        client: Option<&Bound<'_, Client>>,
+    ) -> (String, u64) {
+        let reference = parse_ref(py, r#ref)?;
+        let (bytes, json) = manifest_bytes(py, manifest)?;
+        let from_json = || json.get("mediaType").and_then(Value::as_str).map(str::to_string);
+        let Some(media_type) = media_type.or_else(from_json) else {
+            let e = crate::Error::invalid_input("the manifest has no mediaType; pass media_type=");
+            return Err(to_pyerr(py, &e));
+        };
+        let c = client_for(py, client)?;
+        plain(async move {
+            let tag = tag.then_some(reference.tag.as_str());
+            let repo = c.repository(&reference);
+            let (d, size) = repo.put_manifest(tag, Bytes::from(bytes), &media_type).await?;
+            Ok((d.to_string(), size))
+        })
+    }
 }
 
-/// Copy the layers of `src` (for `architecture`) missing in `dst`; returns the base
-/// (manifest, config). Same registry: cross-repository mount; else streamed copy.
-#[pyfunction]
-#[pyo3(signature = (src, dst, architecture = "amd64", *, client = None))]
-fn copy_missing_layers(
-    py: Python<'_>,
-    src: &str,
-    dst: &str,
-    architecture: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-    let (s, d) = (parse_ref(py, src)?, parse_ref(py, dst)?);
-    let c = client_for(py, client)?;
-    let arch = architecture.to_string();
-    let (m, cfg) = block_on(py, async move {
-        c.repository(&d)
-            .copy_missing_layers(&c.repository(&s), &arch)
-            .await
-    })?
-    .into_py_result(py)?;
-    Ok((from_value(py, &m)?, from_value(py, &cfg)?))
+twins! {
+    /// (manifest, config) of `ref`, descending into an image index for `architecture`.
+    #[pyo3(signature = (r#ref, architecture = "amd64", *, recurse = 3, client = None))]
+    fn get_manifest_and_config / get_manifest_and_config_async (
+        py,
+        r#ref: &str,
+        architecture: &str,
+        recurse: u32,
+        client: Option<&Bound<'_, Client>>,
+    ) -> (Py<PyAny>, Py<PyAny>) {
+        let reference = parse_ref(py, r#ref)?;
+        let c = client_for(py, client)?;
+        let arch = architecture.to_string();
+        let fut = async move {
+            let at = reference.tag_or_digest();
+            c.repository(&reference).get_manifest_and_config(&at, &arch, recurse).await
+        };
+        Call::new(fut, |py, im| {
+            let im = im.into_py_result(py)?;
+            Ok((
+                from_json_bytes(py, &im.manifest.bytes)?,
+                from_json_bytes(py, &im.config_bytes)?,
+            ))
+        })
+    }
+}
+
+twins! {
+    /// Copy the layers of `src` (for `architecture`) missing in `dst`; returns the base
+    /// (manifest, config). Same registry: cross-repository mount; else streamed copy.
+    #[pyo3(signature = (src, dst, architecture = "amd64", *, client = None))]
+    fn copy_missing_layers / copy_missing_layers_async (
+        py,
+        src: &str,
+        dst: &str,
+        architecture: &str,
+        client: Option<&Bound<'_, Client>>,
+    ) -> (Py<PyAny>, Py<PyAny>) {
+        let (s, d) = (parse_ref(py, src)?, parse_ref(py, dst)?);
+        let c = client_for(py, client)?;
+        let arch = architecture.to_string();
+        let fut = async move {
+            let src = c.repository(&s);
+            c.repository(&d).copy_missing_layers(&src, &arch).await
+        };
+        Call::new(fut, |py, out| {
+            let (m, cfg) = out.into_py_result(py)?;
+            Ok((from_value(py, &m)?, from_value(py, &cfg)?))
+        })
+    }
 }
 
 /// The configs of all spec tags, for building the index.
@@ -363,31 +358,20 @@ pub struct IndexConfigs {
     spec_tags: usize,
 }
 
-/// List tags and fetch the config of every spec tag concurrently.
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = 64, client = None))]
-fn build_index(
-    py: Python<'_>,
-    r#ref: &str,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<IndexConfigs> {
-    let fut = build_index_future(py, r#ref, concurrency, client)?;
-    let out = block_on(py, fut)?.into_py_result(py)?;
-    index_configs_to_py(py, &out)
-}
-
-fn build_index_future(
-    py: Python<'_>,
-    r#ref: &str,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<
-    impl std::future::Future<Output = crate::Result<crate::index::IndexConfigs>> + Send + 'static,
-> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    Ok(async move { crate::index::index_configs(&c, &reference, concurrency).await })
+twins! {
+    /// List tags and fetch the config of every spec tag concurrently.
+    #[pyo3(signature = (r#ref, *, concurrency = 64, client = None))]
+    fn build_index / build_index_async (
+        py,
+        r#ref: &str,
+        concurrency: usize,
+        client: Option<&Bound<'_, Client>>,
+    ) -> IndexConfigs {
+        let reference = parse_ref(py, r#ref)?;
+        let c = client_for(py, client)?;
+        let fut = async move { crate::index::index_configs(&c, &reference, concurrency).await };
+        Call::new(fut, |py, out| index_configs_to_py(py, &out.into_py_result(py)?))
+    }
 }
 
 fn index_configs_to_py(py: Python<'_>, out: &crate::index::IndexConfigs) -> PyResult<IndexConfigs> {
@@ -411,51 +395,50 @@ fn index_configs_to_py(py: Python<'_>, out: &crate::index::IndexConfigs) -> PyRe
     })
 }
 
-/// Upload an `index.json` (bytes or a path) as the `index.spack` image; returns the
-/// manifest digest.
-#[pyfunction]
-#[pyo3(signature = (r#ref, index, *, client = None))]
-fn upload_index(
-    py: Python<'_>,
-    r#ref: &str,
-    index: &Bound<'_, PyAny>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<String> {
-    let reference = parse_ref(py, r#ref)?;
-    let data = if let Ok(b) = index.cast::<PyBytes>() {
-        Bytes::copy_from_slice(b.as_bytes())
-    } else {
-        let p: PathBuf = index.extract()?;
-        Bytes::from(
-            std::fs::read(&p).map_err(|e| to_pyerr(py, &crate::Error::io("reading", &p, &e)))?,
-        )
-    };
-    let c = client_for(py, client)?;
-    block_on(py, async move {
-        crate::index::upload_index(&c, &reference, data).await
-    })?
-    .map(|d| d.to_string())
-    .into_py_result(py)
+twins! {
+    /// Upload an `index.json` (bytes or a path) as the `index.spack` image; returns the
+    /// manifest digest.
+    #[pyo3(signature = (r#ref, index, *, client = None))]
+    fn upload_index / upload_index_async (
+        py,
+        r#ref: &str,
+        index: &Bound<'_, PyAny>,
+        client: Option<&Bound<'_, Client>>,
+    ) -> String {
+        let reference = parse_ref(py, r#ref)?;
+        let data = match blob_source(index)? {
+            BlobSource::Bytes(b) => b,
+            BlobSource::File(p) => Bytes::from(
+                std::fs::read(&p).map_err(|e| to_pyerr(py, &crate::Error::io("reading", &p, &e)))?,
+            ),
+        };
+        let c = client_for(py, client)?;
+        plain(async move {
+            let digest = crate::index::upload_index(&c, &reference, data).await?;
+            Ok(digest.to_string())
+        })
+    }
 }
 
-/// The current `index.spack`: (layer digest, bytes), or None when there is none. With
-/// `known` equal to the current layer digest the bytes are not fetched (None).
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, known = None, client = None))]
-fn fetch_index(
-    py: Python<'_>,
-    r#ref: &str,
-    known: Option<&str>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Option<(String, Option<Py<PyBytes>>)>> {
-    let reference = parse_ref(py, r#ref)?;
-    let known = known.map(|k| parse_digest(py, k)).transpose()?;
-    let c = client_for(py, client)?;
-    let out = block_on(py, async move {
-        crate::index::fetch_index(&c, &reference, known.as_ref()).await
-    })?
-    .into_py_result(py)?;
-    Ok(out.map(|(d, b)| (d.to_string(), b.map(|b| PyBytes::new(py, &b).unbind()))))
+twins! {
+    /// The current `index.spack`: (layer digest, bytes), or None when there is none. With
+    /// `known` equal to the current layer digest the bytes are not fetched (None).
+    #[pyo3(signature = (r#ref, *, known = None, client = None))]
+    fn fetch_index / fetch_index_async (
+        py,
+        r#ref: &str,
+        known: Option<&str>,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Option<(String, Option<Py<PyBytes>>)> {
+        let reference = parse_ref(py, r#ref)?;
+        let known = known.map(|k| parse_digest(py, k)).transpose()?;
+        let c = client_for(py, client)?;
+        let fut = async move { crate::index::fetch_index(&c, &reference, known.as_ref()).await };
+        Call::new(fut, |py, out| {
+            let out = out.into_py_result(py)?;
+            Ok(out.map(|(d, b)| (d.to_string(), b.map(|b| PyBytes::new(py, &b).unbind()))))
+        })
+    }
 }
 
 /// The outcome of prefetching one image.
@@ -479,83 +462,69 @@ impl PrefetchResult {
     }
 }
 
-/// For each image: fetch its manifest, then its config and last layer into
-/// `root/blobs/sha256/<hex>` (skipping blobs already there), all concurrently.
-#[pyfunction]
-#[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
-fn prefetch_images(
-    py: Python<'_>,
-    refs: Vec<String>,
-    root: PathBuf,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Vec<PrefetchResult>> {
-    let fut = prefetch_future(py, &refs, root, concurrency, client)?;
-    let results = block_on(py, fut)?;
-    Ok(prefetch_results(py, results, refs))
+twins! {
+    /// For each image: fetch its manifest, then its config and last layer into
+    /// `root/blobs/sha256/<hex>` (skipping blobs already there), all concurrently.
+    #[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
+    fn prefetch_images / prefetch_images_async (
+        py,
+        refs: Vec<String>,
+        root: PathBuf,
+        concurrency: usize,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Vec<PrefetchResult> {
+        let parsed: Vec<Reference> = refs
+            .iter()
+            .map(|r| parse_ref(py, r))
+            .collect::<PyResult<_>>()?;
+        let c = client_for(py, client)?;
+        let fut = async move { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await };
+        Call::new(fut, move |py, results| Ok(prefetch_results(py, results, refs)))
+    }
 }
 
 type Prefetches = Vec<crate::Result<crate::prefetch::Prefetched>>;
-
-fn prefetch_future(
-    py: Python<'_>,
-    refs: &[String],
-    root: PathBuf,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<impl std::future::Future<Output = Prefetches> + Send + 'static> {
-    let parsed: Vec<Reference> = refs
-        .iter()
-        .map(|r| parse_ref(py, r))
-        .collect::<PyResult<_>>()?;
-    let c = client_for(py, client)?;
-    Ok(async move { crate::prefetch::prefetch(&c, &parsed, &root, concurrency).await })
-}
 
 fn prefetch_results(py: Python<'_>, results: Prefetches, refs: Vec<String>) -> Vec<PrefetchResult> {
     results
         .into_iter()
         .zip(refs)
-        .map(|(r, rf)| match r {
-            Ok(p) => PrefetchResult {
+        .map(|(r, rf)| {
+            let (ok, error) = match r {
+                Ok(p) => (Some(p), None),
+                Err(e) => (None, Some(to_pyerr(py, &e).into_value(py).into_any())),
+            };
+            PrefetchResult {
                 r#ref: rf,
-                ok: true,
-                config_digest: Some(p.config.to_string()),
-                layer_digest: Some(p.layer.to_string()),
-                downloaded: p.downloaded,
-                error: None,
-            },
-            Err(e) => PrefetchResult {
-                r#ref: rf,
-                ok: false,
-                config_digest: None,
-                layer_digest: None,
-                downloaded: 0,
-                error: Some(to_pyerr(py, &e).into_value(py).into_any()),
-            },
+                ok: ok.is_some(),
+                config_digest: ok.as_ref().map(|p| p.config.to_string()),
+                layer_digest: ok.as_ref().map(|p| p.layer.to_string()),
+                downloaded: ok.as_ref().map_or(0, |p| p.downloaded),
+                error,
+            }
         })
         .collect()
 }
 
-/// Probe a registry and repository (the CLI's `doctor`): a dict with `connect_ms`, `rtt_ms`,
-/// `http_version`, `auth_scheme`, `pull` and `push` (`{"ok": bool, "detail": str}`),
-/// `range` and `mount` (bool or None when they could not be tried).
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, client = None))]
-fn probe<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    let p = block_on(py, async move { crate::probe::probe(&c, &reference).await })?
-        .into_py_result(py)?;
+twins! {
+    /// Probe a registry and repository (the CLI's `doctor`): a dict with `connect_ms`,
+    /// `rtt_ms`, `http_version`, `auth_scheme`, `pull` and `push` (`{"ok": bool, "detail":
+    /// str}`), `range` and `mount` (bool or None when they could not be tried).
+    #[pyo3(signature = (r#ref, *, client = None))]
+    fn probe / probe_async (py, r#ref: &str, client: Option<&Bound<'_, Client>>) -> Py<PyDict> {
+        let reference = parse_ref(py, r#ref)?;
+        let c = client_for(py, client)?;
+        let fut = async move { crate::probe::probe(&c, &reference).await };
+        Call::new(fut, |py, p| probe_to_py(py, &p.into_py_result(py)?))
+    }
+}
+
+fn probe_to_py(py: Python<'_>, p: &crate::probe::Probe) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
     d.set_item("connect_ms", p.connect_ms)?;
     d.set_item("rtt_ms", p.rtt_ms)?;
-    d.set_item("http_version", p.http_version)?;
-    d.set_item("auth_scheme", p.auth_scheme)?;
+    d.set_item("http_version", &p.http_version)?;
+    d.set_item("auth_scheme", &p.auth_scheme)?;
     for (name, check) in [("pull", &p.pull), ("push", &p.push)] {
         let c = PyDict::new(py);
         match check {
@@ -573,7 +542,7 @@ fn probe<'py>(
     }
     d.set_item("range", p.range)?;
     d.set_item("mount", p.mount)?;
-    Ok(d)
+    Ok(d.unbind())
 }
 
 /// Spack's default tag `<name>-<version>-<hash>.spack`, sanitized and shortened.
@@ -601,188 +570,75 @@ fn parse_reference<'py>(py: Python<'py>, r#ref: &str) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
-// -- asyncio twins (exposed as `spack_oci_rs.aio`): same arguments, awaitable results --------
-
-/// Async `list_tags`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, client = None))]
-fn list_tags_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    future_into_py(py, async move {
-        let tags = c.repository(&reference).list_tags().await;
-        Python::attach(|py| tags.into_py_result(py))
-    })
-}
-
-/// Async `blob_exists`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, digest, *, client = None))]
-fn blob_exists_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    digest: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let reference = parse_ref(py, r#ref)?;
-    let digest = parse_digest(py, digest)?;
-    let c = client_for(py, client)?;
-    future_into_py(py, async move {
-        let found = c.repository(&reference).blob_exists(&digest).await;
-        Python::attach(|py| found.into_py_result(py))
-    })
-}
-
-/// Async `fetch_blob`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, digest, dest, *, client = None))]
-fn fetch_blob_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    digest: &str,
-    dest: PathBuf,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let reference = parse_ref(py, r#ref)?;
-    let digest = parse_digest(py, digest)?;
-    let c = client_for(py, client)?;
-    future_into_py(py, async move {
-        let out = c
-            .repository(&reference)
-            .fetch_blob(&digest, &dest)
-            .await
-            .map(|o| o.size);
-        Python::attach(|py| out.into_py_result(py))
-    })
-}
-
-/// Async `fetch_blobs`.
-#[pyfunction]
-#[pyo3(signature = (requests, *, concurrency = 16, client = None))]
-fn fetch_blobs_async<'py>(
-    py: Python<'py>,
-    requests: Vec<(String, String, PathBuf)>,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = fetch_blobs_future(py, &requests, concurrency, client)?;
-    future_into_py(py, async move {
-        let results = fut.await;
-        Ok(Python::attach(|py| fetch_results(py, results, requests)))
-    })
-}
-
-/// Async `get_manifest_and_config`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, architecture = "amd64", *, recurse = 3, client = None))]
-fn get_manifest_and_config_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    architecture: &str,
-    recurse: u32,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    let arch = architecture.to_string();
-    future_into_py(py, async move {
-        let im = c
-            .repository(&reference)
-            .get_manifest_and_config(&reference.tag_or_digest(), &arch, recurse)
-            .await;
-        Python::attach(|py| {
-            let im = im.into_py_result(py)?;
-            Ok((
-                from_json_bytes(py, &im.manifest.bytes)?,
-                from_json_bytes(py, &im.config_bytes)?,
-            ))
-        })
-    })
-}
-
-/// Async `build_index`.
-#[pyfunction]
-#[pyo3(signature = (r#ref, *, concurrency = 64, client = None))]
-fn build_index_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = build_index_future(py, r#ref, concurrency, client)?;
-    future_into_py(py, async move {
-        let out = fut.await;
-        Python::attach(|py| index_configs_to_py(py, &out.into_py_result(py)?))
-    })
-}
-
-/// Async `upload_index` (bytes only).
-#[pyfunction]
-#[pyo3(signature = (r#ref, index, *, client = None))]
-fn upload_index_async<'py>(
-    py: Python<'py>,
-    r#ref: &str,
-    index: Vec<u8>,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let reference = parse_ref(py, r#ref)?;
-    let c = client_for(py, client)?;
-    future_into_py(py, async move {
-        let d = crate::index::upload_index(&c, &reference, Bytes::from(index)).await;
-        Python::attach(|py| d.map(|d| d.to_string()).into_py_result(py))
-    })
-}
-
-/// Async `prefetch_images`.
-#[pyfunction]
-#[pyo3(signature = (refs, root, *, concurrency = 16, client = None))]
-fn prefetch_images_async<'py>(
-    py: Python<'py>,
-    refs: Vec<String>,
-    root: PathBuf,
-    concurrency: usize,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let fut = prefetch_future(py, &refs, root, concurrency, client)?;
-    future_into_py(py, async move {
-        let results = fut.await;
-        Ok(Python::attach(|py| prefetch_results(py, results, refs)))
-    })
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FetchResult>()?;
     m.add_class::<IndexConfigs>()?;
     m.add_class::<PrefetchResult>()?;
-    m.add_function(wrap_pyfunction!(prefetch_images, m)?)?;
-    m.add_function(wrap_pyfunction!(probe, m)?)?;
-    for f in [
+    add_twin(
+        m,
+        wrap_pyfunction!(list_tags, m)?,
         wrap_pyfunction!(list_tags_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(blob_exists, m)?,
         wrap_pyfunction!(blob_exists_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(fetch_blob, m)?,
         wrap_pyfunction!(fetch_blob_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(fetch_blobs, m)?,
         wrap_pyfunction!(fetch_blobs_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(upload_blob, m)?,
+        wrap_pyfunction!(upload_blob_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(upload_manifest, m)?,
+        wrap_pyfunction!(upload_manifest_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(get_manifest_and_config, m)?,
         wrap_pyfunction!(get_manifest_and_config_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(copy_missing_layers, m)?,
+        wrap_pyfunction!(copy_missing_layers_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(build_index, m)?,
         wrap_pyfunction!(build_index_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(upload_index, m)?,
         wrap_pyfunction!(upload_index_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(fetch_index, m)?,
+        wrap_pyfunction!(fetch_index_async, m)?,
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(prefetch_images, m)?,
         wrap_pyfunction!(prefetch_images_async, m)?,
-    ] {
-        m.add_function(f)?;
-    }
-    m.add_function(wrap_pyfunction!(list_tags, m)?)?;
-    m.add_function(wrap_pyfunction!(blob_exists, m)?)?;
-    m.add_function(wrap_pyfunction!(fetch_blob, m)?)?;
-    m.add_function(wrap_pyfunction!(fetch_blobs, m)?)?;
-    m.add_function(wrap_pyfunction!(upload_blob, m)?)?;
-    m.add_function(wrap_pyfunction!(upload_manifest, m)?)?;
-    m.add_function(wrap_pyfunction!(get_manifest_and_config, m)?)?;
-    m.add_function(wrap_pyfunction!(copy_missing_layers, m)?)?;
-    m.add_function(wrap_pyfunction!(build_index, m)?)?;
-    m.add_function(wrap_pyfunction!(upload_index, m)?)?;
-    m.add_function(wrap_pyfunction!(fetch_index, m)?)?;
+    )?;
+    add_twin(
+        m,
+        wrap_pyfunction!(probe, m)?,
+        wrap_pyfunction!(probe_async, m)?,
+    )?;
     m.add_function(wrap_pyfunction!(default_tag, m)?)?;
     m.add_function(wrap_pyfunction!(ensure_valid_tag, m)?)?;
     m.add_function(wrap_pyfunction!(parse_reference, m)?)?;

@@ -8,9 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
 
+use super::call::{add_twin, twins, Call};
 use super::errors::to_pyerr;
 use super::ops::{parse_digest, parse_ref, to_value};
-use super::runtime::block_on;
 use super::{client_for, Client};
 use crate::digest::Digest;
 use crate::push::{
@@ -229,110 +229,57 @@ fn progress_fn(cb: Py<PyAny>) -> core::ProgressFn {
     })
 }
 
-/// Push a whole plan; one result per item, in order.
-#[pyfunction]
-#[pyo3(signature = (
-    target,
-    items,
-    *,
-    base_image = None,
-    force = false,
-    jobs = None,
-    known_layers = None,
-    buildinfo_dump = None,
-    progress = None,
-    stream_layers = true,
-    tmpdir = None,
-    compression = "spack",
-    client = None,
-))]
-#[allow(clippy::too_many_arguments)]
-fn push(
-    py: Python<'_>,
-    target: &str,
-    items: Vec<Py<PushItem>>,
-    base_image: Option<&str>,
-    force: bool,
-    jobs: Option<usize>,
-    known_layers: Option<HashMap<String, (String, String, u64)>>,
-    buildinfo_dump: Option<Py<PyAny>>,
-    progress: Option<Py<PyAny>>,
-    stream_layers: bool,
-    tmpdir: Option<PathBuf>,
-    compression: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Vec<PushResult>> {
-    let plan = build_plan(
-        py,
+twins! {
+    /// Push a whole plan; one result per item, in order.
+    #[pyo3(signature = (
         target,
         items,
-        base_image,
-        force,
-        jobs,
-        known_layers,
-        buildinfo_dump,
-        progress,
-        stream_layers,
-        tmpdir,
-        compression,
-    )?;
-    let c = client_for(py, client)?;
-    let results = block_on(py, push_counted(c, plan))?;
-    Ok(to_results(py, results))
-}
-
-/// The async twin of `push`: an awaitable for asyncio, on the same runtime.
-#[pyfunction]
-#[pyo3(signature = (
-    target,
-    items,
-    *,
-    base_image = None,
-    force = false,
-    jobs = None,
-    known_layers = None,
-    buildinfo_dump = None,
-    progress = None,
-    stream_layers = true,
-    tmpdir = None,
-    compression = "spack",
-    client = None,
-))]
-#[allow(clippy::too_many_arguments)]
-fn push_async<'py>(
-    py: Python<'py>,
-    target: &str,
-    items: Vec<Py<PushItem>>,
-    base_image: Option<&str>,
-    force: bool,
-    jobs: Option<usize>,
-    known_layers: Option<HashMap<String, (String, String, u64)>>,
-    buildinfo_dump: Option<Py<PyAny>>,
-    progress: Option<Py<PyAny>>,
-    stream_layers: bool,
-    tmpdir: Option<PathBuf>,
-    compression: &str,
-    client: Option<&Bound<'_, Client>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let plan = build_plan(
+        *,
+        base_image = None,
+        force = false,
+        jobs = None,
+        known_layers = None,
+        buildinfo_dump = None,
+        progress = None,
+        stream_layers = true,
+        tmpdir = None,
+        compression = "spack",
+        client = None,
+    ))]
+    fn push / push_async (
         py,
-        target,
-        items,
-        base_image,
-        force,
-        jobs,
-        known_layers,
-        buildinfo_dump,
-        progress,
-        stream_layers,
-        tmpdir,
-        compression,
-    )?;
-    let c = client_for(py, client)?;
-    super::runtime::future_into_py(py, async move {
-        let results = push_counted(c, plan).await;
-        Ok(Python::attach(|py| to_results(py, results)))
-    })
+        target: &str,
+        items: Vec<Py<PushItem>>,
+        base_image: Option<&str>,
+        force: bool,
+        jobs: Option<usize>,
+        known_layers: Option<HashMap<String, (String, String, u64)>>,
+        buildinfo_dump: Option<Py<PyAny>>,
+        progress: Option<Py<PyAny>>,
+        stream_layers: bool,
+        tmpdir: Option<PathBuf>,
+        compression: &str,
+        client: Option<&Bound<'_, Client>>,
+    ) -> Vec<PushResult> {
+        let fast = compression_is_fast(py, compression)?;
+        let mut options = PushOptions {
+            force,
+            stream_layers,
+            tmpdir,
+            ..PushOptions::default()
+        };
+        options.jobs = jobs.map_or(options.jobs, |j| j.max(1));
+        let plan = PushPlan {
+            target: parse_ref(py, target)?,
+            base_image: base_image.map(|b| parse_ref(py, b)).transpose()?,
+            items: core_items(py, &items, fast, buildinfo_dump.as_ref())?,
+            known_layers: known_layer_infos(py, known_layers)?,
+            options,
+            progress: progress.map(progress_fn),
+        };
+        let c = client_for(py, client)?;
+        Call::new(push_counted(c, plan), |py, results| Ok(to_results(py, results)))
+    }
 }
 
 /// The engine's item for a Python `PushItem`.
@@ -383,75 +330,58 @@ fn core_item(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_plan(
-    py: Python<'_>,
-    target: &str,
-    items: Vec<Py<PushItem>>,
-    base_image: Option<&str>,
-    force: bool,
-    jobs: Option<usize>,
-    known_layers: Option<HashMap<String, (String, String, u64)>>,
-    buildinfo_dump: Option<Py<PyAny>>,
-    progress: Option<Py<PyAny>>,
-    stream_layers: bool,
-    tmpdir: Option<PathBuf>,
-    compression: &str,
-) -> PyResult<PushPlan> {
-    let fast = match compression {
-        "spack" => false,
-        "fast" => true,
-        other => {
-            return Err(to_pyerr(
-                py,
-                &crate::Error::invalid_input(format!(
-                    "compression must be \"spack\" or \"fast\", not {other:?}"
-                )),
-            ))
-        }
-    };
-    let target = parse_ref(py, target)?;
-    let base_image = base_image.map(|b| parse_ref(py, b)).transpose()?;
-    let mut core_items = Vec::with_capacity(items.len());
-    let mut seen = std::collections::HashSet::new();
-    for it in &items {
-        let it = it.get();
-        if !seen.insert(it.key.clone()) {
-            return Err(to_pyerr(
-                py,
-                &crate::Error::invalid_input(format!("duplicate item key {:?}", it.key)),
-            ));
-        }
-        core_items.push(core_item(py, it, fast, buildinfo_dump.as_ref())?);
+/// `compression="fast"` (zlib-rs, digests differ from Spack's) or `"spack"`.
+fn compression_is_fast(py: Python<'_>, compression: &str) -> PyResult<bool> {
+    match compression {
+        "spack" => Ok(false),
+        "fast" => Ok(true),
+        other => Err(to_pyerr(
+            py,
+            &crate::Error::invalid_input(format!(
+                "compression must be \"spack\" or \"fast\", not {other:?}"
+            )),
+        )),
     }
-    let mut known = HashMap::new();
-    for (k, (digest, diff_id, size)) in known_layers.unwrap_or_default() {
-        known.insert(
-            k,
-            LayerInfo {
+}
+
+/// The engine's items, checked for duplicate keys before anything is sent.
+fn core_items(
+    py: Python<'_>,
+    items: &[Py<PushItem>],
+    fast: bool,
+    buildinfo_dump: Option<&Py<PyAny>>,
+) -> PyResult<Vec<CoreItem>> {
+    let mut seen = std::collections::HashSet::new();
+    items
+        .iter()
+        .map(|it| {
+            let it = it.get();
+            if !seen.insert(it.key.clone()) {
+                let e = crate::Error::invalid_input(format!("duplicate item key {:?}", it.key));
+                return Err(to_pyerr(py, &e));
+            }
+            core_item(py, it, fast, buildinfo_dump)
+        })
+        .collect()
+}
+
+/// `known_layers` as the engine's layer infos (digests checked).
+fn known_layer_infos(
+    py: Python<'_>,
+    known: Option<HashMap<String, (String, String, u64)>>,
+) -> PyResult<HashMap<String, LayerInfo>> {
+    known
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, (digest, diff_id, size))| {
+            let info = LayerInfo {
                 digest: parse_digest(py, &digest)?,
                 diff_id: parse_digest(py, &diff_id)?,
                 size,
-            },
-        );
-    }
-    let mut options = PushOptions {
-        force,
-        stream_layers,
-        tmpdir,
-        ..PushOptions::default()
-    };
-    if let Some(j) = jobs {
-        options.jobs = j.max(1);
-    }
-    Ok(PushPlan {
-        target,
-        base_image,
-        items: core_items,
-        known_layers: known,
-        options,
-        progress: progress.map(progress_fn),
-    })
+            };
+            Ok((k, info))
+        })
+        .collect()
 }
 
 /// Run a push, with what rate limiting and interruptions cost it.
@@ -500,7 +430,9 @@ fn to_results(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PushItem>()?;
     m.add_class::<PushResult>()?;
-    m.add_function(wrap_pyfunction!(push, m)?)?;
-    m.add_function(wrap_pyfunction!(push_async, m)?)?;
-    Ok(())
+    add_twin(
+        m,
+        wrap_pyfunction!(push, m)?,
+        wrap_pyfunction!(push_async, m)?,
+    )
 }

@@ -431,49 +431,30 @@ mod tests {
 
     #[test]
     fn classification() {
+        use FileClass::{Binary, Other, TextToRelocate as Text};
         let m = matcher(&["/opt/spack"]);
-        assert_eq!(
-            classify(&m, b"\x7fELF\x02\x01\x01\x00rest"),
-            FileClass::Binary
-        );
-        // Too short to be anything.
-        assert_eq!(classify(&m, b"/opt/sp"), FileClass::Other);
-        assert_eq!(classify(&m, b"\x7fELF"), FileClass::Other);
-        assert_eq!(classify(&m, b""), FileClass::Other);
-        assert_eq!(
-            classify(&m, b"#!/opt/spack/bin/sh\n"),
-            FileClass::TextToRelocate
-        );
-        assert_eq!(classify(&m, b"#!/bin/sh\necho hi\n"), FileClass::Other);
-        // UTF-8 with NUL bytes is still text.
-        assert_eq!(
-            classify(&m, b"a\0b\0 /opt/spack"),
-            FileClass::TextToRelocate
-        );
-        // Not UTF-8 but ISO-8859-1 without controls.
-        assert_eq!(
-            classify(&m, b"caf\xe9 /opt/spack\n"),
-            FileClass::TextToRelocate
-        );
-        // Not UTF-8 and a C1 control byte: not text.
-        assert_eq!(classify(&m, b"caf\xe9 \x85 /opt/spack\n"), FileClass::Other);
-        // Not UTF-8 and NUL.
-        assert_eq!(classify(&m, b"\xff\0 /opt/spack\n"), FileClass::Other);
-        // Multi-byte UTF-8 across chunk boundaries.
-        let s = "\u{e9}\u{20ac}\u{1f600} /opt/spack \u{1f600}".as_bytes();
-        assert_eq!(classify(&m, s), FileClass::TextToRelocate);
-        // Truncated UTF-8 at the end: not UTF-8; 0xf0 0x9f are ISO-text? 0x9f is C1: no.
-        assert_eq!(classify(&m, b"/opt/spack \xf0\x9f"), FileClass::Other);
-        // Truncated at the end but ISO text: 0xe9 alone.
-        assert_eq!(classify(&m, b"/opt/spack \xe9"), FileClass::TextToRelocate);
-        // Encoded surrogate: invalid UTF-8 (0xed 0xa0 0x80: 0x80 is C1, so not ISO text).
-        assert_eq!(classify(&m, b"/opt/spack \xed\xa0\x80"), FileClass::Other);
-        // Overlong encoding.
-        assert_eq!(
-            classify(&m, b"/opt/spack \xc0\xaf"),
-            FileClass::TextToRelocate
-        );
-        assert_eq!(classify(&m, b"/opt/spack \xc0\x80"), FileClass::Other);
+        let utf8 = "\u{e9}\u{20ac}\u{1f600} /opt/spack \u{1f600}".as_bytes();
+        let cases: [(&[u8], FileClass, &str); 16] = [
+            (b"\x7fELF\x02\x01\x01\x00rest", Binary, "ELF"),
+            (b"/opt/sp", Other, "too short to be anything"),
+            (b"\x7fELF", Other, "too short for ELF"),
+            (b"", Other, "empty"),
+            (b"#!/opt/spack/bin/sh\n", Text, "script"),
+            (b"#!/bin/sh\necho hi\n", Other, "no prefix"),
+            (b"a\0b\0 /opt/spack", Text, "UTF-8 with NULs: text"),
+            (b"caf\xe9 /opt/spack\n", Text, "ISO-8859-1 without controls"),
+            (b"caf\xe9 \x85 /opt/spack\n", Other, "a C1 control"),
+            (b"\xff\0 /opt/spack\n", Other, "not UTF-8, NUL"),
+            (utf8, Text, "multi-byte UTF-8 across chunk boundaries"),
+            (b"/opt/spack \xf0\x9f", Other, "truncated UTF-8; 0x9f is C1"),
+            (b"/opt/spack \xe9", Text, "truncated but ISO text"),
+            (b"/opt/spack \xed\xa0\x80", Other, "surrogate; C1"),
+            (b"/opt/spack \xc0\xaf", Text, "overlong encoding, ISO text"),
+            (b"/opt/spack \xc0\x80", Other, "overlong encoding with C1"),
+        ];
+        for (bytes, want, why) in cases {
+            assert_eq!(classify(&m, bytes), want, "{why}");
+        }
     }
 
     #[test]
