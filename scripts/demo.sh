@@ -26,9 +26,11 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.9,<2"
 fi
-echo "=== building and installing the release wheel"
+# cargo's progress stays on (the first build compiles ~200 crates: about 5 minutes on 2
+# cores, see README); later runs reuse target/ and take seconds.
+echo "=== building and installing the release wheel (cargo's progress below)"
 rm -rf "$ROOT/dist-demo"
-"$VENV/bin/maturin" build --release --quiet -o "$ROOT/dist-demo" --interpreter "$VENV/bin/python"
+"$VENV/bin/maturin" build --release -o "$ROOT/dist-demo" --interpreter "$VENV/bin/python"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
     "$ROOT"/dist-demo/spack_oci_rs-*.whl
 echo "=== demo"
