@@ -12,17 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import spack_oci_rs as oci
+from cli_run import run_cli
 from registry import Registry
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "spack_oci_rs", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = run_cli(*args)
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
     return proc
@@ -201,14 +196,7 @@ def _auth(reg: Registry) -> oci.Client:
 
 
 def cli_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spack_oci_rs", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env={**os.environ, **env},
-    )
+    return run_cli(*args, env={**os.environ, **env})
 
 
 def _on_a_tty(*args: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import spack_oci_rs as oci
+from cli_run import run_cli
 from faultproxy import Fault, FaultProxy, Rule
 from registry import Registry, skopeo
 
@@ -48,14 +49,7 @@ def raw_manifest(reg: Registry, repo: str, tag: str) -> str:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spack_oci_rs", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def uploads(log: str) -> list[str]:

@@ -8,7 +8,6 @@ import base64
 import json
 import logging
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 import spack_oci_rs as oci
+from cli_run import run_cli
 from registry import Registry, sha256_digest
 
 SIG_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -270,16 +270,6 @@ def test_bad_keys_fail_before_any_request(
         oci.sign("oci+http://127.0.0.1:9/x:t", key)
     assert "readable by group or others" in caplog.text
     assert "PRIVATE" not in caplog.text
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spack_oci_rs", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def test_cli_keygen_sign_verify(registry: Registry, repo_name: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cli_run import run_cli
 from registry import Registry, unique_repo_name
 from spack_env import LEAF, SpackEnv, require_spack
 
@@ -37,10 +38,7 @@ def test_mirror_name_and_update_index_with_real_spack(
     env.push("rs", LEAF)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "spack_oci_rs", *args],
-            capture_output=True, text=True, timeout=300, check=False, env=environ,
-        )  # fmt: skip
+        return run_cli(*args, env=environ, timeout=300)
 
     ca = ["--ca-cert", str(auth_registry.ca_file)]
     tags = cli("tags", "rs", *ca)
