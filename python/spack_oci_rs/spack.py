@@ -589,8 +589,9 @@ def _request_policy(request: Any, root: bool) -> str:
     """A build request's cache policy for its root or its dependencies: ``auto``,
     ``cache_only`` or ``source_only`` (develop's names; v1.0/v1.1's ``*_use_cache``)."""
     args = request.install_args
-    if ("root_policy" if root else "dependencies_policy") in args:  # develop
-        return str(args.get("root_policy" if root else "dependencies_policy", "auto"))
+    policy = "root_policy" if root else "dependencies_policy"
+    if policy in args:  # develop
+        return str(args[policy])
     use = args.get("package_use_cache" if root else "dependencies_use_cache", True)
     return "auto" if use else "source_only"
 
