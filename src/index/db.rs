@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use indexmap::IndexMap;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::node::{read_node, Node, NodeProblem, Targets};
@@ -72,7 +74,7 @@ impl SpecRecords {
     /// The records of `root` taken from an existing database (its records' dependencies).
     pub fn from_database(db: &Database, root: &str) -> Result<Self, NodeProblem> {
         let lookup = |h: &str| {
-            db.installs.get(h).and_then(|r| r.get("spec")).map(|node| {
+            db.installs.get(h).and_then(Record::spec).map(|node| {
                 let deps = node.get("dependencies").and_then(Value::as_array);
                 let children = deps.map_or_else(Vec::new, |d| {
                     d.iter()
@@ -80,7 +82,7 @@ impl SpecRecords {
                         .map(str::to_owned)
                         .collect()
                 });
-                (node.clone(), children)
+                (node, children)
             })
         };
         Self::walk(root.to_owned(), &lookup)
@@ -163,10 +165,92 @@ pub fn read_config(
     }
 }
 
+/// One install record of a [`Database`].
+#[derive(Clone, Debug)]
+enum Record {
+    /// As read from an index, kept as its bytes (a merge rewrites only the records it
+    /// changes), with the one field a merge asks of every record.
+    Raw {
+        json: Box<RawValue>,
+        in_buildcache: bool,
+    },
+    /// Made or changed here: always a JSON object.
+    Value(Value),
+}
+
+impl Record {
+    fn in_buildcache(&self) -> bool {
+        match self {
+            Self::Raw { in_buildcache, .. } => *in_buildcache,
+            Self::Value(r) => r.get("in_buildcache").and_then(Value::as_bool) == Some(true),
+        }
+    }
+
+    /// The record's `spec` node (parsed, for a record read from an index).
+    fn spec(&self) -> Option<Value> {
+        match self {
+            Self::Raw { json, .. } => {
+                let mut r: Map<String, Value> = serde_json::from_str(json.get()).ok()?;
+                r.remove("spec")
+            }
+            Self::Value(r) => r.get("spec").cloned(),
+        }
+    }
+
+    /// The record as a map, to change it.
+    fn edit(&mut self) -> &mut Map<String, Value> {
+        if let Self::Raw { json, .. } = self {
+            // Read as a record by `Database::parse` already: a JSON object.
+            *self = Self::Value(serde_json::from_str(json.get()).unwrap_or_default());
+        }
+        match self {
+            Self::Value(Value::Object(r)) => r,
+            _ => unreachable!("a record is a JSON object"),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Raw { json, .. } => out.extend_from_slice(json.get().as_bytes()),
+            Self::Value(r) => out.extend_from_slice(&to_compact_json(r)),
+        }
+    }
+}
+
+/// What [`Database::parse`] checks of every record without building it.
+#[derive(serde::Deserialize)]
+struct RecordHead<'a> {
+    #[serde(borrow)]
+    spec: SpecHead<'a>,
+    /// Required, and a non-negative integer.
+    #[serde(rename = "ref_count")]
+    _ref_count: u64,
+    #[serde(default)]
+    in_buildcache: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct SpecHead<'a> {
+    #[serde(borrow)]
+    hash: std::borrow::Cow<'a, str>,
+}
+
+/// `{"database": {"version": ..., "installs": {...}}}`, the records left unparsed.
+#[derive(serde::Deserialize)]
+struct IndexFile {
+    database: IndexSection,
+}
+
+#[derive(serde::Deserialize)]
+struct IndexSection {
+    version: Option<Value>,
+    installs: Option<IndexMap<String, Box<RawValue>>>,
+}
+
 /// A build-cache database: install records by dag hash, in insertion order.
 #[derive(Clone, Debug, Default)]
 pub struct Database {
-    installs: Map<String, Value>,
+    installs: IndexMap<String, Record>,
 }
 
 impl Database {
@@ -175,33 +259,38 @@ impl Database {
     }
 
     /// Read an `index.json` (for a merge). Anything but a version-8 database whose records
-    /// each have a `spec` node and a `ref_count` is refused: such an index is rebuilt.
+    /// each have a `spec` node with its hash and a `ref_count` is refused: such an index is
+    /// rebuilt. The records stay as their bytes until a merge changes one, so reading and
+    /// writing back a large index costs a scan and a copy.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-        let db = v.get("database").ok_or("no \"database\" key")?;
-        let version = db.get("version").and_then(Value::as_str);
-        if version != Some(DB_VERSION) {
-            return Err(format!(
-                "database version {} (expected {DB_VERSION})",
-                version.unwrap_or("missing")
-            ));
+        let file: IndexFile =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a Spack index: {e}"))?;
+        let version = file.database.version;
+        if version.as_ref().and_then(Value::as_str) != Some(DB_VERSION) {
+            let shown = version.map_or_else(|| "missing".to_owned(), |v| v.to_string());
+            return Err(format!("database version {shown} (expected {DB_VERSION})"));
         }
-        let Some(Value::Object(installs)) = db.get("installs") else {
-            return Err("no \"installs\" object".into());
-        };
-        for (hash, rec) in installs {
-            let node_hash = rec
-                .get("spec")
-                .and_then(|s| s.get("hash"))
-                .and_then(Value::as_str);
-            if node_hash != Some(hash.as_str()) || !rec.get("ref_count").is_some_and(Value::is_u64)
-            {
-                return Err(format!("record {hash} is malformed"));
+        let installs = file.database.installs.ok_or("no \"installs\" object")?;
+        let mut out = IndexMap::with_capacity(installs.len());
+        for (hash, json) in installs {
+            let head: RecordHead<'_> = serde_json::from_str(json.get())
+                .map_err(|e| format!("record {hash} is malformed: {e}"))?;
+            if head.spec.hash != hash {
+                return Err(format!(
+                    "record {hash} is malformed: its spec is {}",
+                    head.spec.hash
+                ));
             }
+            let in_buildcache = head.in_buildcache;
+            out.insert(
+                hash,
+                Record::Raw {
+                    json,
+                    in_buildcache,
+                },
+            );
         }
-        Ok(Self {
-            installs: installs.clone(),
-        })
+        Ok(Self { installs: out })
     }
 
     pub fn len(&self) -> usize {
@@ -214,19 +303,12 @@ impl Database {
 
     /// How many records are marked `in_buildcache` (the specs the cache has).
     pub fn specs(&self) -> usize {
-        self.installs
-            .values()
-            .filter(|r| r.get("in_buildcache").and_then(Value::as_bool) == Some(true))
-            .count()
+        self.installs.values().filter(|r| r.in_buildcache()).count()
     }
 
     /// Whether the spec `hash` has a record marked `in_buildcache`.
     pub fn in_buildcache(&self, hash: &str) -> bool {
-        self.installs
-            .get(hash)
-            .and_then(|r| r.get("in_buildcache"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.installs.get(hash).is_some_and(Record::in_buildcache)
     }
 
     /// `db.add(spec); db.mark(spec, "in_buildcache", True)`.
@@ -236,15 +318,15 @@ impl Database {
                 continue;
             }
             let record = serde_json::json!({"spec": node, "ref_count": 0, "in_buildcache": false});
-            self.installs.insert(hash.clone(), record);
+            self.installs.insert(hash.clone(), Record::Value(record));
             for child in children {
-                if let Some(Value::Object(r)) = self.installs.get_mut(child) {
+                if let Some(r) = self.installs.get_mut(child).map(Record::edit) {
                     let n = r.get("ref_count").and_then(Value::as_u64).unwrap_or(0);
                     r.insert("ref_count".into(), Value::from(n + 1));
                 }
             }
         }
-        if let Some(Value::Object(r)) = self.installs.get_mut(&spec.root) {
+        if let Some(r) = self.installs.get_mut(&spec.root).map(Record::edit) {
             r.insert("in_buildcache".into(), Value::Bool(true));
         }
     }
@@ -261,7 +343,7 @@ impl Database {
             }
             out.extend_from_slice(&to_compact_json(&Value::String(hash.clone())));
             out.push(b':');
-            out.extend_from_slice(&to_compact_json(record));
+            record.write(&mut out);
         }
         out.extend_from_slice(b"}}}");
         out
@@ -300,7 +382,7 @@ mod tests {
         db.add(&SpecRecords::from_config(&c, &t).unwrap());
         let keys: Vec<_> = db.installs.keys().cloned().collect();
         assert_eq!(keys, ["hc", "hb", "ha"]);
-        assert_eq!(db.installs["hc"]["ref_count"], 2);
+        assert_eq!(db.installs.get_mut("hc").unwrap().edit()["ref_count"], 2);
         assert!(db.in_buildcache("ha") && db.in_buildcache("hc") && !db.in_buildcache("hb"));
         // Round trip through the bytes, and replay from the records gives the same order.
         let again = Database::parse(&db.to_json()).unwrap();
@@ -323,5 +405,36 @@ mod tests {
         assert!(err.to_string().contains("hb"), "{err}");
         assert!(Database::parse(br#"{"database":{"version":"7","installs":{}}}"#).is_err());
         assert!(Database::parse(b"{not json").is_err());
+        for bad in [
+            r#"{"ha":{"spec":{"hash":"hb"},"ref_count":0}}"#,
+            r#"{"ha":{"spec":{"hash":"ha"},"ref_count":-1}}"#,
+            r#"{"ha":{"spec":{"name":"a"},"ref_count":0}}"#,
+            r#"{"ha":{"spec":{"hash":"ha"},"ref_count":0,"in_buildcache":"yes"}}"#,
+        ] {
+            let index = format!(r#"{{"database":{{"version":"8","installs":{bad}}}}}"#);
+            let err = Database::parse(index.as_bytes()).unwrap_err();
+            assert!(err.contains("record ha is malformed"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_merge_rewrites_only_the_records_it_changes() {
+        // Records read from an index keep their bytes (key order, number spelling) unless
+        // the merge changes them: here only hc's ref_count.
+        let index = br#"{"database":{"version":"8","installs":{"hc":{"spec":{"name":"c","version":"1","hash":"hc"},"ref_count":0,"in_buildcache":true},"hx":{"ref_count":0,"spec":{"hash":"hx","n":1.5e3},"in_buildcache":false}}}}"#;
+        let mut db = Database::parse(index).unwrap();
+        assert_eq!(db.to_json(), index);
+        assert!(db.in_buildcache("hc") && !db.in_buildcache("hx") && db.specs() == 1);
+        let a = config(vec![node("a", "ha", &[("c", "hc")]), node("c", "hc", &[])]);
+        db.add(&SpecRecords::from_config(&a, &Targets::default()).unwrap());
+        let text = String::from_utf8(db.to_json()).unwrap();
+        assert!(text.contains(r#""hc":{"spec":{"name":"c","version":"1","hash":"hc"},"ref_count":1,"in_buildcache":true}"#), "{text}");
+        assert!(
+            text.contains(
+                r#""hx":{"ref_count":0,"spec":{"hash":"hx","n":1.5e3},"in_buildcache":false}"#
+            ),
+            "{text}"
+        );
+        assert_eq!((db.len(), db.specs()), (3, 2));
     }
 }
