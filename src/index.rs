@@ -107,8 +107,9 @@ pub async fn upload_index(
     index_json: Bytes,
 ) -> Result<Digest> {
     let repo = client.repository(reference);
-    let manifest = update::upload_blobs(&repo, index_json, None).await?;
-    update::put_index_manifest(&repo, manifest).await
+    let image = update::IndexImage::new(index_json, None);
+    image.upload_blobs(&repo, None).await?;
+    update::put_index_manifest(&repo, image.manifest, None).await
 }
 
 /// Fetch the current index: its layer digest and bytes (Spack's `OCIIndexFetcher`). `None`

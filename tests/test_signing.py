@@ -16,7 +16,9 @@ import pytest
 
 import spack_oci_rs as oci
 from cli_run import run_cli
+from index_corpus import flat_corpus
 from registry import Registry, sha256_digest
+from spec_images import fill, put_image, shared_layer
 
 SIG_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -250,6 +252,26 @@ def test_index_signed_and_verified_on_fetch(
     found = oci.fetch_index(ref, trusted_keys=[keys["one"][1]])
     assert found is not None and found[1] == b'{"database": {}}'
     assert found[0] == sha256_digest(b'{"database": {}}')
+
+
+def test_update_index_signs_the_index_it_uploads(
+    registry: Registry, repo_name: str, keys: dict[str, tuple[Path, Path]]
+) -> None:
+    """A rebuild and a merge with ``sign_key`` sign the index manifest they PUT (the
+    signature tag of that very digest), so a fetch with trusted keys accepts it."""
+    ref = registry.repo_url(repo_name)
+    (key, pub), (_, other) = keys["one"], keys["two"]
+    configs = flat_corpus(4, seed=3)
+    fill(ref, configs[:3])
+    rebuilt = oci.update_index(ref, targets="{}", sign_key=key)
+    assert oci.verify(f"{ref}@{rebuilt.manifest_digest}", [pub]).digest == rebuilt.manifest_digest
+    put_image(ref, *configs[3], layer=shared_layer(ref))
+    merged = oci.update_index(ref, targets="{}", merge=[configs[3][0]], sign_key=key)
+    assert (merged.mode, merged.settled, merged.specs) == ("merge", True, 4)
+    assert oci.verify(f"{ref}:index.spack", [pub]).digest == merged.manifest_digest
+    assert oci.fetch_index(ref, trusted_keys=[pub]) is not None
+    with pytest.raises(oci.SignatureError, match="refused"):
+        oci.fetch_index(ref, trusted_keys=[other])
 
 
 def test_bad_keys_fail_before_any_request(

@@ -443,6 +443,7 @@ def update_index(
     spack_records: Callable[[bytes], str] | None = None,
     concurrency: int = 64,
     attempts: int = 20,
+    sign_key: _Path | None = None,
     client: Client | None = None,
 ) -> IndexUpdate:
     """Update the ``index.spack`` of the repository of ``ref``.
@@ -465,6 +466,10 @@ def update_index(
     Args:
         targets, spack_records: as for :func:`index_json`.
         concurrency: requests in flight (rebuild).
+        sign_key: a private key (PEM) to sign the index image with, as :func:`push`
+            signs its images: the signature's blobs go up beside the index's, its manifest
+            beside the index manifest (no round trip added). When a merge finds that
+            another pusher's index already holds our specs, that index is signed.
     """
 
 def fetch_index(

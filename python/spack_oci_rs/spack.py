@@ -443,19 +443,10 @@ def update_index(image_ref: ImageReference, tmpdir: str) -> None:
         ref,
         targets=spack_index.targets_json(),
         spack_records=spack_index.spack_records,
+        sign_key=spack_sign.sign_key(),
         client=client(image_ref.domain),
     )
     _report_index(image_ref, result)
-    _sign_index(image_ref)
-
-
-def _sign_index(image_ref: ImageReference) -> None:
-    """Sign the index just uploaded when ``config:oci_sign_key`` is set."""
-    key = spack_sign.sign_key()
-    if key:
-        engine.sign(
-            ref_string(image_ref.with_tag("index.spack")), key, client=client(image_ref.domain)
-        )
 
 
 def _report_index(image_ref: ImageReference, result: engine.IndexUpdate) -> None:
@@ -480,10 +471,10 @@ def merge_index(image_ref: ImageReference, tags: list[str]) -> None:
         merge=tags,
         targets=spack_index.targets_json(),
         spack_records=spack_index.spack_records,
+        sign_key=spack_sign.sign_key(),
         client=client(image_ref.domain),
     )
     _report_index(image_ref, result)
-    _sign_index(image_ref)
     if not result.settled:
         where = f"{image_ref.domain}/{image_ref.name}"
         tty.warn(

@@ -18,7 +18,7 @@ use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use reqwest::header::ACCEPT;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::db::{read_config, Database, SpackReader, SpecRecords};
 use super::node::Targets;
@@ -29,6 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::media_types;
 use crate::reference::{tag_is_spec, Reference, INDEX_TAG};
 use crate::registry::{to_compact_json, BlobSource, Repository, MAX_CONFIG_SIZE};
+use crate::sign::image::{Prepared, Signer};
 use crate::transport::Client;
 
 /// What the database needs from Spack (see [`read_config`]).
@@ -221,6 +222,7 @@ pub async fn rebuild(
     reference: &Reference,
     inputs: DbInputs<'_>,
     concurrency: usize,
+    signer: Option<&Signer>,
 ) -> Result<IndexUpdate> {
     let repo = &client.repository(reference);
     let (tags, current) = tokio::join!(repo.list_tags(), read_current(repo));
@@ -252,7 +254,7 @@ pub async fn rebuild(
         records.push(r);
     }
     add_all(&mut db, &mut state, records, &mut update);
-    let digest = upload(repo, &db, &mut state).await?;
+    let digest = upload(repo, &db, &mut state, signer).await?;
     update.manifest_digest = Some(digest);
     update.settled = true;
     update.attempts = 1;
@@ -265,65 +267,107 @@ fn finish(mut update: IndexUpdate, db: &Database) -> IndexUpdate {
     update
 }
 
-/// Upload the blobs of an `index.spack` image — the index, the state layer if any, a `{}`
-/// config — and return its manifest (Spack's, with the index as `layers[0]`).
-pub(crate) async fn upload_blobs(
-    repo: &Repository,
-    index: Bytes,
-    state: Option<Bytes>,
-) -> Result<Bytes> {
-    let blobs: Vec<(&str, Bytes)> = [
-        Some((media_types::OCI_CONFIG, Bytes::from_static(b"{}"))),
-        Some((media_types::OCI_LAYER_GZIP, index)),
-        state.map(|s| (STATE_MEDIA_TYPE, s)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let sources: Vec<(Value, BlobSource, Digest)> = blobs
-        .into_iter()
-        .map(|(media_type, bytes)| {
-            let digest = Digest::of_bytes(&bytes);
-            let desc =
-                json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()});
-            (desc, BlobSource::Bytes(bytes), digest)
-        })
-        .collect();
-    let uploads = sources
-        .iter()
-        .map(|(_, src, digest)| repo.upload_blob(src, digest, false));
-    for r in join_all(uploads).await {
-        r?;
-    }
-    let mut descs = sources.into_iter().map(|(d, _, _)| d);
-    let config = descs.next();
-    let manifest = json!({
-        "mediaType": media_types::OCI_MANIFEST,
-        "schemaVersion": 2,
-        "config": config,
-        "layers": descs.collect::<Vec<_>>(),
-    });
-    Ok(Bytes::from(to_compact_json(&manifest)))
+/// An `index.spack` image made locally: its manifest (Spack's, with the index as
+/// `layers[0]`) and the blobs it names — a `{}` config, the index, the state layer if any.
+pub(crate) struct IndexImage {
+    pub manifest: Bytes,
+    blobs: Vec<(BlobSource, Digest)>,
 }
 
-/// The blobs of `db` with its `state` (pointed at the index bytes).
-async fn upload_db(repo: &Repository, db: &Database, state: &mut IndexState) -> Result<Bytes> {
+impl IndexImage {
+    pub fn new(index: Bytes, state: Option<Bytes>) -> Self {
+        let blobs: Vec<(&str, Bytes)> = [
+            Some((media_types::OCI_CONFIG, Bytes::from_static(b"{}"))),
+            Some((media_types::OCI_LAYER_GZIP, index)),
+            state.map(|s| (STATE_MEDIA_TYPE, s)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut descs = Vec::with_capacity(blobs.len());
+        let blobs = blobs
+            .into_iter()
+            .map(|(media_type, bytes)| {
+                let digest = Digest::of_bytes(&bytes);
+                descs.push(json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()}));
+                (BlobSource::Bytes(bytes), digest)
+            })
+            .collect();
+        let mut descs = descs.into_iter();
+        let config = descs.next();
+        let manifest = json!({
+            "mediaType": media_types::OCI_MANIFEST,
+            "schemaVersion": 2,
+            "config": config,
+            "layers": descs.collect::<Vec<_>>(),
+        });
+        Self {
+            manifest: Bytes::from(to_compact_json(&manifest)),
+            blobs,
+        }
+    }
+
+    /// Upload the blobs and, with `signer`, the blobs of the manifest's signature beside
+    /// them; the signature is returned ready to PUT with the manifest.
+    pub async fn upload_blobs(
+        &self,
+        repo: &Repository,
+        signer: Option<&Signer>,
+    ) -> Result<Option<Prepared>> {
+        let uploads = join_all(
+            self.blobs
+                .iter()
+                .map(|(src, digest)| repo.upload_blob(src, digest, false)),
+        );
+        let digest = Digest::of_bytes(&self.manifest);
+        let sign = async {
+            match signer {
+                Some(s) => s.prepare(repo, Some(INDEX_TAG), &digest).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (uploads, prepared) = tokio::join!(uploads, sign);
+        for r in uploads {
+            r?;
+        }
+        prepared
+    }
+}
+
+/// The image of `db` with its `state` (pointed at the index bytes).
+fn db_image(db: &Database, state: &mut IndexState) -> IndexImage {
     let index = Bytes::from(db.to_json());
     state.version = IndexState::VERSION;
     state.index = Digest::of_bytes(&index).to_string();
-    upload_blobs(repo, index, Some(Bytes::from(state.to_bytes()))).await
+    IndexImage::new(index, Some(Bytes::from(state.to_bytes())))
 }
 
-pub(crate) async fn put_index_manifest(repo: &Repository, manifest: Bytes) -> Result<Digest> {
-    let (digest, _) = repo
-        .put_manifest(Some(INDEX_TAG), manifest, media_types::OCI_MANIFEST)
-        .await?;
+/// PUT the index manifest under `index.spack`, and its signature beside it.
+pub(crate) async fn put_index_manifest(
+    repo: &Repository,
+    manifest: Bytes,
+    signature: Option<Prepared>,
+) -> Result<Digest> {
+    let sign = async {
+        match signature {
+            Some(p) => p.put(repo).await,
+            None => Ok(()),
+        }
+    };
+    let put = repo.put_manifest(Some(INDEX_TAG), manifest, media_types::OCI_MANIFEST);
+    let ((digest, _), ()) = tokio::try_join!(put, sign)?;
     Ok(digest)
 }
 
-async fn upload(repo: &Repository, db: &Database, state: &mut IndexState) -> Result<Digest> {
-    let manifest = upload_db(repo, db, state).await?;
-    put_index_manifest(repo, manifest).await
+async fn upload(
+    repo: &Repository,
+    db: &Database,
+    state: &mut IndexState,
+    signer: Option<&Signer>,
+) -> Result<Digest> {
+    let image = db_image(db, state);
+    let signature = image.upload_blobs(repo, signer).await?;
+    put_index_manifest(repo, image.manifest, signature).await
 }
 
 /// Default merge rounds before giving up on a busy index.
@@ -337,6 +381,7 @@ pub async fn merge(
     pushed: &[String],
     inputs: DbInputs<'_>,
     attempts: u32,
+    signer: Option<&Signer>,
 ) -> Result<IndexUpdate> {
     let repo = &client.repository(reference);
     let fetches = join_all(pushed.iter().map(|t| fetch_tag(repo, t.clone())));
@@ -366,8 +411,14 @@ pub async fn merge(
             Some(_) => None,
         };
         if let Some(note) = why {
-            let mut rebuilt =
-                rebuild(client, reference, inputs, super::DEFAULT_INDEX_CONCURRENCY).await?;
+            let mut rebuilt = rebuild(
+                client,
+                reference,
+                inputs,
+                super::DEFAULT_INDEX_CONCURRENCY,
+                signer,
+            )
+            .await?;
             rebuilt.note = Some(note);
             return Ok(rebuilt);
         }
@@ -381,20 +432,11 @@ pub async fn merge(
         };
         update.skipped.clear();
         add_all(&mut db, &mut state, mine.clone(), &mut update);
-        let manifest = upload_db(repo, &db, &mut state).await?;
-        let started = Instant::now();
-        if head_manifest(repo, INDEX_TAG).await? == base {
-            let ours = put_index_manifest(repo, manifest).await?;
-            // A pusher that compared just before our PUT overwrites it within about one
-            // round trip: look again after a few.
-            tokio::time::sleep(started.elapsed() * 3 + jitter(attempt)).await;
-            if head_manifest(repo, INDEX_TAG).await? == ours {
-                update.manifest_digest = Some(ours);
-                update.settled = true;
-                return Ok(finish(update, &db));
-            }
-        } else {
-            tokio::time::sleep(jitter(attempt)).await;
+        let image = db_image(&db, &mut state);
+        if let Some(ours) = put_if_unchanged(repo, image, &base, signer, attempt).await? {
+            update.manifest_digest = Some(ours);
+            update.settled = true;
+            return Ok(finish(update, &db));
         }
         current = read_current(repo).await?;
         if let Some(Current {
@@ -404,6 +446,10 @@ pub async fn merge(
         }) = &current
         {
             if hashes.iter().all(|h| now.in_buildcache(h)) {
+                // Another pusher's index holds our specs: it is the one to sign.
+                if let Some(s) = signer {
+                    s.sign(repo, Some(INDEX_TAG), manifest).await?;
+                }
                 update.manifest_digest = Some(manifest.clone());
                 update.settled = true;
                 return Ok(finish(update, now));
@@ -416,6 +462,28 @@ pub async fn merge(
         "other pushers kept replacing the index; run `spack buildcache update-index` to repair it"
     );
     Ok(update)
+}
+
+/// One merge round's upload: the blobs (and the signature's), then the manifest PUT if the
+/// index is still `base`. `Some(digest)` when ours is the index a moment after the PUT.
+async fn put_if_unchanged(
+    repo: &Repository,
+    image: IndexImage,
+    base: &Digest,
+    signer: Option<&Signer>,
+    attempt: u32,
+) -> Result<Option<Digest>> {
+    let signature = image.upload_blobs(repo, signer).await?;
+    let started = Instant::now();
+    if head_manifest(repo, INDEX_TAG).await? != *base {
+        tokio::time::sleep(jitter(attempt)).await;
+        return Ok(None);
+    }
+    let ours = put_index_manifest(repo, image.manifest, signature).await?;
+    // A pusher that compared just before our PUT overwrites it within about one round
+    // trip: look again after a few.
+    tokio::time::sleep(started.elapsed() * 3 + jitter(attempt)).await;
+    Ok((head_manifest(repo, INDEX_TAG).await? == ours).then_some(ours))
 }
 
 /// A random pause growing with the attempt, so that racing pushers spread out.

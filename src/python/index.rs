@@ -118,7 +118,7 @@ impl From<update::IndexUpdate> for IndexUpdate {
 /// Update `index.spack`: rebuild it from the tags (reusing what the previous index was
 /// built from), or with `merge` (tags just pushed) add their specs to the current one.
 #[pyfunction]
-#[pyo3(signature = (r#ref, *, targets, merge = None, spack_records = None, concurrency = 64, attempts = 20, client = None))]
+#[pyo3(signature = (r#ref, *, targets, merge = None, spack_records = None, concurrency = 64, attempts = 20, sign_key = None, client = None))]
 #[allow(clippy::too_many_arguments)]
 fn update_index(
     py: Python<'_>,
@@ -128,10 +128,13 @@ fn update_index(
     spack_records: Option<Py<PyAny>>,
     concurrency: usize,
     attempts: u32,
+    sign_key: Option<std::path::PathBuf>,
     client: Option<&Bound<'_, Client>>,
 ) -> PyResult<IndexUpdate> {
     let reference = parse_ref(py, r#ref)?;
     let targets = parse_targets(targets)?;
+    let signer = super::sign::signer_for(py, sign_key)?;
+    let signer = signer.as_deref();
     let c = client_for(py, client)?;
     let reader = spack_records.as_ref().map(spack_reader);
     let inputs = DbInputs {
@@ -140,8 +143,8 @@ fn update_index(
     };
     let out = block_on(py, async {
         match &merge {
-            None => update::rebuild(&c, &reference, inputs, concurrency).await,
-            Some(tags) => update::merge(&c, &reference, tags, inputs, attempts).await,
+            None => update::rebuild(&c, &reference, inputs, concurrency, signer).await,
+            Some(tags) => update::merge(&c, &reference, tags, inputs, attempts, signer).await,
         }
     })?;
     out.map(IndexUpdate::from).into_py_result(py)
