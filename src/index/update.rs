@@ -11,6 +11,7 @@
 //!   again; after the PUT, check once more (a pusher that checked just before ours would
 //!   overwrite it), bounded by `attempts`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -163,13 +164,21 @@ fn records_of(f: Fetched, inputs: DbInputs<'_>) -> TagRecords {
     }
 }
 
-/// A tag of a rebuild: unchanged since `previous` (one HEAD, records reused) or fetched.
+/// A tag's records, read just now (by a merge that turned into a rebuild).
+type Known<'a> = HashMap<&'a str, &'a (String, TagEntry, SpecRecords)>;
+
+/// A tag of a rebuild: read just now (`known`), unchanged since `previous` (one HEAD,
+/// records reused) or fetched.
 async fn rebuild_tag(
     repo: &Repository,
     tag: String,
     previous: Option<(&Database, &IndexState)>,
+    known: &Known<'_>,
     inputs: DbInputs<'_>,
 ) -> (TagRecords, bool) {
+    if let Some(r) = known.get(tag.as_str()) {
+        return (Ok((*r).clone()), false);
+    }
     if let Some((db, state)) = previous.filter(|(_, s)| s.tags.contains_key(&tag)) {
         let head = match head_manifest(repo, &tag).await {
             Ok(d) => d,
@@ -224,6 +233,23 @@ pub async fn rebuild(
     concurrency: usize,
     signer: Option<&Signer>,
 ) -> Result<IndexUpdate> {
+    rebuild_knowing(client, reference, inputs, concurrency, signer, &[]).await
+}
+
+/// [`rebuild`], with the records of some tags read already (`known`).
+async fn rebuild_knowing(
+    client: &Client,
+    reference: &Reference,
+    inputs: DbInputs<'_>,
+    concurrency: usize,
+    signer: Option<&Signer>,
+    known: &[TagRecords],
+) -> Result<IndexUpdate> {
+    let known: Known<'_> = known
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| (r.0.as_str(), r))
+        .collect();
     let repo = &client.repository(reference);
     let (tags, current) = tokio::join!(repo.list_tags(), read_current(repo));
     let tags: Vec<String> = tags?.into_iter().filter(|t| tag_is_spec(t)).collect();
@@ -238,7 +264,7 @@ pub async fn rebuild(
         ..IndexUpdate::default()
     };
     let results: Vec<(TagRecords, bool)> = stream::iter(tags)
-        .map(|tag| rebuild_tag(repo, tag, previous, inputs))
+        .map(|tag| rebuild_tag(repo, tag, previous, &known, inputs))
         .buffered(concurrency.max(1))
         .collect()
         .await;
@@ -271,15 +297,17 @@ fn finish(mut update: IndexUpdate, db: &Database) -> IndexUpdate {
 /// `layers[0]`) and the blobs it names — a `{}` config, the index, the state layer if any.
 pub(crate) struct IndexImage {
     pub manifest: Bytes,
-    blobs: Vec<(BlobSource, Digest)>,
+    /// Each blob, and whether it is new content for sure (no HEAD before its upload: the
+    /// index and state change with every update, the `{}` config rarely is missing).
+    blobs: Vec<(BlobSource, Digest, bool)>,
 }
 
 impl IndexImage {
     pub fn new(index: Bytes, state: Option<Bytes>) -> Self {
-        let blobs: Vec<(&str, Bytes)> = [
-            Some((media_types::OCI_CONFIG, Bytes::from_static(b"{}"))),
-            Some((media_types::OCI_LAYER_GZIP, index)),
-            state.map(|s| (STATE_MEDIA_TYPE, s)),
+        let blobs: Vec<(&str, Bytes, bool)> = [
+            Some((media_types::OCI_CONFIG, Bytes::from_static(b"{}"), false)),
+            Some((media_types::OCI_LAYER_GZIP, index, true)),
+            state.map(|s| (STATE_MEDIA_TYPE, s, true)),
         ]
         .into_iter()
         .flatten()
@@ -287,10 +315,10 @@ impl IndexImage {
         let mut descs = Vec::with_capacity(blobs.len());
         let blobs = blobs
             .into_iter()
-            .map(|(media_type, bytes)| {
+            .map(|(media_type, bytes, new)| {
                 let digest = Digest::of_bytes(&bytes);
                 descs.push(json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()}));
-                (BlobSource::Bytes(bytes), digest)
+                (BlobSource::Bytes(bytes), digest, new)
             })
             .collect();
         let mut descs = descs.into_iter();
@@ -317,7 +345,7 @@ impl IndexImage {
         let uploads = join_all(
             self.blobs
                 .iter()
-                .map(|(src, digest)| repo.upload_blob(src, digest, false)),
+                .map(|(src, digest, new)| repo.upload_blob(src, digest, *new)),
         );
         let digest = Digest::of_bytes(&self.manifest);
         let sign = async {
@@ -403,20 +431,14 @@ pub async fn merge(
         .collect();
     for attempt in 1..=attempts.max(1) {
         update.attempts = attempt;
-        let why = match &current {
-            None => Some("the repository has no index yet".to_owned()),
-            Some(Current { db: Err(e), .. }) => {
-                Some(format!("the current index cannot be read ({e})"))
-            }
-            Some(_) => None,
-        };
-        if let Some(note) = why {
-            let mut rebuilt = rebuild(
+        if let Some(note) = cannot_merge_into(current.as_ref()) {
+            let mut rebuilt = rebuild_knowing(
                 client,
                 reference,
                 inputs,
                 super::DEFAULT_INDEX_CONCURRENCY,
                 signer,
+                &mine,
             )
             .await?;
             rebuilt.note = Some(note);
@@ -446,10 +468,7 @@ pub async fn merge(
         }) = &current
         {
             if hashes.iter().all(|h| now.in_buildcache(h)) {
-                // Another pusher's index holds our specs: it is the one to sign.
-                if let Some(s) = signer {
-                    s.sign(repo, Some(INDEX_TAG), manifest).await?;
-                }
+                adopt(repo, manifest, signer).await?;
                 update.manifest_digest = Some(manifest.clone());
                 update.settled = true;
                 return Ok(finish(update, now));
@@ -462,6 +481,23 @@ pub async fn merge(
         "other pushers kept replacing the index; run `spack buildcache update-index` to repair it"
     );
     Ok(update)
+}
+
+/// Why a merge must rebuild instead: no index yet, or one that cannot be read.
+fn cannot_merge_into(current: Option<&Current>) -> Option<String> {
+    match current {
+        None => Some("the repository has no index yet".to_owned()),
+        Some(Current { db: Err(e), .. }) => Some(format!("the current index cannot be read ({e})")),
+        Some(_) => None,
+    }
+}
+
+/// Another pusher's index holds our specs: it is the one to sign.
+async fn adopt(repo: &Repository, manifest: &Digest, signer: Option<&Signer>) -> Result<()> {
+    if let Some(s) = signer {
+        s.sign(repo, Some(INDEX_TAG), manifest).await?;
+    }
+    Ok(())
 }
 
 /// One merge round's upload: the blobs (and the signature's), then the manifest PUT if the
