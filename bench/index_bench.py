@@ -40,6 +40,7 @@ from spec_images import fill, put_image, shared_layer  # noqa: E402
 import spack_oci_rs as oci  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 from registry import Registry  # noqa: E402
+from results import record  # noqa: E402
 
 _SPACK_UPDATE = """
 import sys, time, tempfile
@@ -203,7 +204,9 @@ def startup(out: list[str], work: Path) -> None:
     request (runtime, system roots + a CA file, TLS handshake) vs a second one."""
     with Registry(work / "tls-reg", tls=True) as reg:
         assert reg.ca_file is not None
-        oci.upload_blob(reg.repo_url("bench/startup"), b"x", client=oci.Client(ca_certs=[str(reg.ca_file)]))
+        oci.upload_blob(
+            reg.repo_url("bench/startup"), b"x", client=oci.Client(ca_certs=[str(reg.ca_file)])
+        )
         runs = [
             [float(x) for x in subprocess.run(
                 [sys.executable, "-c", _STARTUP, reg.repo_url("bench/startup"), str(reg.ca_file)],
@@ -243,8 +246,7 @@ def main() -> int:
     text = "\n".join(out) + "\n"
     print(text)
     if not args.quick:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+        record(text)
     return 0
 
 

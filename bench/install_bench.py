@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE))
 
 from latency_proxy import LatencyProxy  # noqa: E402
 from registry import Registry  # noqa: E402
+from results import record  # noqa: E402
 from spack_env import SpackEnv, many_name  # noqa: E402
 
 
@@ -91,8 +92,7 @@ def main() -> int:
     text = "\n".join(head + rows) + "\n"
     print(text)
     if args.record:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write("\n" + text)
+        record(text)
     return 0
 
 

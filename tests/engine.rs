@@ -219,6 +219,7 @@ fn push_plan_index_and_errors() {
             item("broken", &missing, &["broken"]),
         ],
         known_layers: HashMap::new(),
+        listed_tags: None,
         options: PushOptions {
             force,
             jobs: 2,

@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import spack_oci_rs as oci
+from faultproxy import FaultProxy
 from registry import Registry
 from spack_oci_rs import exceptions as exc
 
@@ -235,6 +237,24 @@ def test_push_tarballs_index_and_skopeo(
     m, c = oci.get_manifest_and_config(f"{ref}:index.spack")
     assert c == {} and m["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
     assert oci.build_index(ref).spec_tags == 3
+
+
+def test_push_with_the_callers_tag_listing(
+    make_proxy: Callable[..., FaultProxy], repo_name: str, tmp_path: Path
+) -> None:
+    """``tags=``: the caller's listing replaces the push's own. Items it names are skipped
+    without a request; ``tags=[]`` pushes everything and lists nothing."""
+    proxy = make_proxy()
+    ref = proxy.repo_url(repo_name)
+    make_tarball(tmp_path / "a.tar.gz", {"opt/a/lib": b"a"})
+    items = [spec_item("a-1.0-aaa.spack", "aaa", tarball=tmp_path / "a.tar.gz")]
+    first = oci.push(ref, items, tags=[])
+    assert [r.status for r in first] == ["pushed"] and proxy.count(path="/tags/list") == 0
+    before = proxy.requests
+    again = oci.push(ref, items, tags=["a-1.0-aaa.spack", "other"])
+    assert [r.status for r in again] == ["skipped"] and proxy.requests == before
+    forced = oci.push(ref, items, tags=["a-1.0-aaa.spack"], force=True)
+    assert [r.status for r in forced] == ["pushed"] and proxy.count(path="/tags/list") == 0
 
 
 def test_push_prefix_streams_spack_tarball(

@@ -21,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import spack_oci_rs as engine
 from faultproxy import FaultProxy
 from registry import Registry
 from spack_env import LEAF, MID, ROOT, SpackEnv, parse_spec_list, require_spack, tree_digest
@@ -338,6 +339,41 @@ def test_new_installer_prefetches(
     out = env.run("-c", "config:installer:new", "-d", "install", ROOT, input="")
     assert "spack_oci_rs: prefetched 6 blobs for 3 specs" in out.stdout + out.stderr, out.stdout
     assert check_installed(env) == before
+
+
+@pytest.mark.skipif(not _HAS_OCI_HTTP, reason="no oci+http:// in 1.0 (the proxy is plain HTTP)")
+def test_push_requests_and_what_is_prepared(
+    registry: Registry,
+    make_proxy: Callable[..., FaultProxy],
+    spack_tree: Path,
+    tmp_path: Path,
+    repo_name: str,
+) -> None:
+    """A push lists the tags once and prepares (spec dict, buildinfo, environment) only the
+    specs missing from the cache and the existing ones their layers stack on; only those
+    stacked layers' manifests and configs are read. A re-push of what exists is the tag
+    listing alone, without an engine push."""
+    env = make_env(tmp_path / "spack", spack_tree, registry)
+    (other,) = env.add_many_packages(1, depends_on=[LEAF])
+    env.install(ROOT, other)
+    proxy = make_proxy()
+    env.mirror_add("oci", proxy.repo_url(repo_name))
+    env.push("oci", ROOT)
+    for pushed, prepared in (("2 of 4", True), ("", False)):
+        before = len(proxy.log)
+        out = env.run("-d", "buildcache", "push", "--unsigned", "oci", ROOT, other)
+        sent = [f"{r.method} {r.path}" for r in list(proxy.log)[before:]]
+        assert sum("/tags/list" in r for r in sent) == 1, sent
+        reads = [r for r in sent if r.startswith("GET") and "/tags/list" not in r]
+        if prepared:
+            assert f"spack_oci_rs: pushed {pushed} specs" in out.stderr, out.stderr
+            assert len(reads) == 2 and all(
+                f"/manifests/{LEAF}-" in r or "/blobs/" in r for r in reads
+            ), sent
+        else:
+            assert "spack_oci_rs: pushed" not in out.stderr and sent == [sent[0]], sent
+    tags = engine.list_tags(registry.repo_url(repo_name))
+    assert sorted(t.split("-")[1] for t in tags) == ["leaf", "many", "mid", "root"], tags
 
 
 @pytest.mark.skipif(not _HAS_OCI_HTTP, reason="no oci+http:// in 1.0 (the proxy is plain HTTP)")

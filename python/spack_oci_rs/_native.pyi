@@ -679,6 +679,7 @@ def push(
     force: bool = False,
     jobs: int | None = None,
     known_layers: Mapping[str, tuple[str, str, int]] | None = None,
+    tags: Sequence[str] | None = None,
     buildinfo_dump: Callable[[dict[str, Any]], bytes | str] | None = None,
     progress: Callable[[str, dict[str, Any]], object] | None = None,
     stream_layers: bool = True,
@@ -704,6 +705,10 @@ def push(
         target: the repository (``oci://host/repo``); item tags replace its tag.
         base_image: an image whose layers go below every item's (copied into ``target``).
         known_layers: key -> ``(digest, diff_id, size)`` of layers pushed before.
+        tags: the repository's tags as the caller just listed them (:func:`list_tags`):
+            the push does not list them again, and an item whose tag is among them is
+            skipped (unless ``force``), its manifest fetched only when an item to push
+            stacks its layer.
         buildinfo_dump: serializes a buildinfo dict (Spack: ``syaml.dump(...,
             default_flow_style=True)``); default: JSON.
         compression: ``"spack"`` (default): zlib level 6, byte-identical to Spack's

@@ -293,7 +293,9 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             self._base_configs[architecture] = config
         return self._base_configs[architecture]
 
-    def _run(self, items: list[engine.PushItem], progress: Any) -> list[engine.PushResult]:
+    def _run(
+        self, items: list[engine.PushItem], progress: Any, tags: set[str] | None = None
+    ) -> list[engine.PushResult]:
         return engine.push(
             ref_string(self.target_image, tag=False),
             items,
@@ -301,6 +303,7 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             force=self.force,
             jobs=_jobs(),
             known_layers=self._layers,
+            tags=sorted(tags) if tags is not None else None,
             buildinfo_dump=_dump_buildinfo,
             progress=progress,
             tmpdir=self.tmpdir,
@@ -309,32 +312,53 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             client=self._client(),
         )
 
-    @_guarded
-    def push(
-        self, specs: list[spack.spec.Spec]
-    ) -> tuple[list[spack.spec.Spec], list[tuple[spack.spec.Spec, BaseException]]]:
-        by_hash = {s.dag_hash(): s for s in specs}
-        items = []
-        for spec in specs:
-            arch = bindist._oci_archspec_to_gooarch(spec)
-            items.append(
-                engine.PushItem(
-                    bindist._oci_default_tag(spec),
-                    key=spec.dag_hash(),
-                    prefix=spec.prefix,
-                    prefixes_to_relocate=[str(p) for p in bindist.prefixes_to_relocate(spec)],
-                    buildinfo=bindist.get_buildinfo_dict(spec),
-                    layers=_expected_layers(spec),
-                    architecture=arch,
-                    env=_env([spec], self._base_config(arch)),
-                    extra_config=_extra_config(spec),
-                    annotations={"org.opencontainers.image.description": spec.format()},
-                )
-            )
-        if not self.force:
-            tty.info("Checking for existing specs in the buildcache")
+    def _listed_tags(self) -> set[str] | None:
+        """The target's tags, listed once for the whole push; ``None`` with ``--force``, or
+        when listing fails (the engine then checks every tag itself, as Spack does)."""
+        if self.force:
+            return None
+        tty.info("Checking for existing specs in the buildcache")
+        try:
+            return set(engine.list_tags(ref_string(self.target_image), client=self._client()))
+        except engine.OciError as e:
+            tty.debug(f"spack_oci_rs: listing the tags failed, each is checked instead: {e}")
+            return None
 
-        # Spack's messages, with "[n/total]" and the overall rate and ETA of the layers.
+    def _to_prepare(
+        self, specs: list[spack.spec.Spec], listed: set[str] | None
+    ) -> list[spack.spec.Spec]:
+        """What the engine needs: the specs whose tag is not ``listed`` and the existing
+        ones whose layers they stack (and this push has not seen yet). Preparing a spec
+        (spec dict, buildinfo, environment) is most of a small push's time."""
+        if listed is None:
+            return specs
+        missing = {s.dag_hash() for s in specs if bindist._oci_default_tag(s) not in listed}
+        stacked = {h for s in specs if s.dag_hash() in missing for h in _expected_layers(s)}
+        return [
+            s
+            for s in specs
+            if s.dag_hash() in missing
+            or (s.dag_hash() in stacked and s.dag_hash() not in self._layers)
+        ]
+
+    def _item(self, spec: spack.spec.Spec) -> engine.PushItem:
+        arch = bindist._oci_archspec_to_gooarch(spec)
+        return engine.PushItem(
+            bindist._oci_default_tag(spec),
+            key=spec.dag_hash(),
+            prefix=spec.prefix,
+            prefixes_to_relocate=[str(p) for p in bindist.prefixes_to_relocate(spec)],
+            buildinfo=bindist.get_buildinfo_dict(spec),
+            layers=_expected_layers(spec),
+            architecture=arch,
+            env=_env([spec], self._base_config(arch)),
+            extra_config=_extra_config(spec),
+            annotations={"org.opencontainers.image.description": spec.format()},
+        )
+
+    def _progress(self, specs: list[spack.spec.Spec]) -> Callable[[str, dict[str, Any]], None]:
+        """Spack's messages, with "[n/total]" and the overall rate and ETA of the layers."""
+        by_hash = {s.dag_hash(): s for s in specs}
         state = {"total": len(specs), "done": 0, "bytes": 0, "start": time.time()}
 
         def counter() -> str:
@@ -347,7 +371,7 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
             spec = by_hash.get(info.get("key", ""))
             if event == "planned":
                 state["total"] = info["to_push"]
-                if info["to_push"] and info["to_push"] != info["total"]:
+                if info["to_push"] and info["to_push"] != len(specs):
                     tty.info(
                         f"{info['to_push']} specs need to be pushed to "
                         f"{self.target_image.domain}/{self.target_image.name}"
@@ -368,18 +392,32 @@ class RustOCIUploader(bindist.Uploader):  # type: ignore[misc]
                 tagged = self.target_image.with_tag(info["tag"])
                 tty.info(f"Tagged {_format_spec(spec)} as {tagged}")
 
+        return progress
+
+    @_guarded
+    def push(
+        self, specs: list[spack.spec.Spec]
+    ) -> tuple[list[spack.spec.Spec], list[tuple[spack.spec.Spec, BaseException]]]:
+        listed = self._listed_tags()
+        todo = self._to_prepare(specs, listed)
+        if listed is not None and all(bindist._oci_default_tag(s) in listed for s in todo):
+            return list(specs), []  # everything exists: nothing to prepare, no engine call
         start = time.time()
-        results = self._run(items, progress)
-        skipped: list[spack.spec.Spec] = []
-        errors: list[tuple[spack.spec.Spec, BaseException]] = []
-        for spec, r in zip(specs, results, strict=False):
+        results = self._run([self._item(s) for s in todo], self._progress(specs), listed)
+        failed: dict[str, BaseException] = {}
+        pushed: set[str] = set()
+        for r in results:
             if r.digest is not None and r.diff_id is not None and r.size is not None:
                 self._layers[r.key] = (r.digest, r.diff_id, r.size)
-            if r.status == "skipped":
-                skipped.append(spec)
+            if r.status == "pushed":
+                pushed.add(r.key)
             elif r.status == "failed":
-                errors.append((spec, r.error or RuntimeError("push failed")))
-        tty.debug(f"spack_oci_rs: pushed {len(specs)} specs in {time.time() - start:.2f}s")
+                failed[r.key] = r.error or RuntimeError("push failed")
+        skipped = [s for s in specs if s.dag_hash() not in pushed and s.dag_hash() not in failed]
+        errors = [(s, failed[s.dag_hash()]) for s in specs if s.dag_hash() in failed]
+        tty.debug(
+            f"spack_oci_rs: pushed {len(todo)} of {len(specs)} specs in {time.time() - start:.2f}s"
+        )
         if results and results[0].throttled:
             tty.info(
                 f"The registry rate-limited {results[0].throttled} requests "

@@ -204,6 +204,9 @@ pub struct PushPlan {
     pub items: Vec<PushItem>,
     /// Layers already known from elsewhere (an earlier push), by key.
     pub known_layers: HashMap<String, LayerInfo>,
+    /// The repository's tags, listed by the caller just before: the push does not list
+    /// them again. `None`: listed by the push (unless `force`).
+    pub listed_tags: Option<BTreeSet<String>>,
     pub options: PushOptions,
     pub progress: Option<ProgressFn>,
     /// Sign every image whose manifest this push uploads (cosign layout, [`crate::sign`]).
@@ -218,6 +221,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         base_image,
         items,
         known_layers,
+        listed_tags,
         options,
         progress,
         signer,
@@ -235,7 +239,7 @@ pub async fn push(client: &Client, plan: PushPlan) -> Vec<ItemResult> {
         signer,
     };
     run.check_local();
-    run.find_existing().await;
+    run.find_existing(listed_tags).await;
     run.make_layers().await;
     let needs_manifest: Vec<usize> = (0..run.items.len())
         .filter(|&i| !run.skipped[i] && run.slots[i].status != ItemStatus::Failed)
@@ -302,10 +306,11 @@ impl Run {
         }
     }
 
-    /// (1) What exists already.
-    async fn find_existing(&mut self) {
+    /// (1) What exists already (among `listed` tags, when the caller listed them).
+    async fn find_existing(&mut self, listed: Option<BTreeSet<String>>) {
         if !self.options.force && self.skipped.iter().any(|s| !*s) {
-            let (existing, tags) = existing_layers(&self.target, &self.items, &self.layers).await;
+            let (existing, tags) =
+                existing_layers(&self.target, &self.items, &self.layers, listed).await;
             if let (Some(signer), Some(tags)) = (&self.signer, tags) {
                 signer.assume_listed(tags.into_iter().collect());
             }

@@ -44,17 +44,21 @@ pub(super) enum Existing {
     Yes(Option<LayerInfo>),
 }
 
-/// For every item: does its tag exist with a usable image. One tag listing decides; the
-/// manifests and configs of existing items are fetched (in one parallel round) only for
-/// the layers that items still to push stack on and `known` lacks. If listing fails, every
-/// tag is checked directly, as Spack does. The listed tags are returned too.
+/// For every item: does its tag exist with a usable image. One tag listing decides (the
+/// caller's `listed` tags, else listed now); the manifests and configs of existing items are
+/// fetched (in one parallel round) only for the layers that items still to push stack on
+/// and `known` lacks. If listing fails, every tag is checked directly, as Spack does. The
+/// listed tags are returned too.
 pub(super) async fn existing_layers(
     repo: &Repository,
     items: &[PushItem],
     known: &HashMap<String, LayerInfo>,
+    listed: Option<BTreeSet<String>>,
 ) -> (Vec<Existing>, Option<BTreeSet<String>>) {
-    let tags: Option<BTreeSet<String>> =
-        repo.list_tags().await.ok().map(|t| t.into_iter().collect());
+    let tags = match listed {
+        Some(tags) => Some(tags),
+        None => repo.list_tags().await.ok().map(|t| t.into_iter().collect()),
+    };
     let listed =
         |it: &PushItem| it.layer.is_some() && tags.as_ref().is_none_or(|t| t.contains(&it.tag));
     let needed: HashSet<&str> = items

@@ -1,0 +1,13 @@
+"""``bench/RESULTS.md``: where the benchmarks' tables are appended, one dated section each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def record(text: str) -> None:
+    """Append ``text`` (a section with its heading) to ``RESULTS.md``."""
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        f.write("\n" + text.rstrip("\n") + "\n")
