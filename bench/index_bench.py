@@ -40,7 +40,7 @@ from spec_images import fill, put_image, shared_layer  # noqa: E402
 import spack_oci_rs as oci  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 from registry import Registry  # noqa: E402
-from results import record  # noqa: E402
+from results import report  # noqa: E402
 
 _SPACK_UPDATE = """
 import sys, time, tempfile
@@ -244,9 +244,7 @@ def main() -> int:
         row3(tree, sizes[-1], Path(tmp), out)
         startup(out, Path(tmp))
     text = "\n".join(out) + "\n"
-    print(text)
-    if not args.quick:
-        record(text)
+    report(text, record=not args.quick)
     return 0
 
 

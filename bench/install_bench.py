@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 
 from latency_proxy import LatencyProxy  # noqa: E402
 from registry import Registry  # noqa: E402
-from results import record  # noqa: E402
+from results import report  # noqa: E402
 from spack_env import SpackEnv, many_name  # noqa: E402
 
 
@@ -90,9 +90,7 @@ def main() -> int:
         "|---|---|---|---|---|",
     ]
     text = "\n".join(head + rows) + "\n"
-    print(text)
-    if args.record:
-        record(text)
+    report(text, record=args.record)
     return 0
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def record(text: str) -> None:
-    """Append ``text`` (a section with its heading) to ``RESULTS.md``."""
-    with open(RESULTS, "a", encoding="utf-8") as f:
-        f.write("\n" + text.rstrip("\n") + "\n")
+def report(text: str, *, record: bool) -> None:
+    """Print ``text`` (a section with its heading) and, with ``record``, append it to
+    ``RESULTS.md``."""
+    print(text)
+    if record:
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write("\n" + text.rstrip("\n") + "\n")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 from index_bench import startup  # noqa: E402
 from latency_proxy import LatencyProxy  # noqa: E402
 from registry import Registry  # noqa: E402
-from results import record  # noqa: E402
+from results import report  # noqa: E402
 from spack_env import SpackEnv, many_name  # noqa: E402
 
 #: (seconds, requests) of the push and the re-push
@@ -98,9 +98,7 @@ def main() -> int:
         ]
         startup(out, Path(tmp))
     text = "\n".join(out) + "\n"
-    print(text)
-    if args.record:
-        record(text)
+    report(text, record=args.record)
     return 0
 
 
