@@ -16,6 +16,7 @@ import pytest
 
 import spack_oci_rs as oci
 from cli_run import run_cli
+from faultproxy import FaultProxy
 from index_corpus import flat_corpus
 from registry import Registry, sha256_digest
 from spec_images import fill, put_image, shared_layer
@@ -116,6 +117,36 @@ def test_signed_push_is_cosign_layout_and_openssl_verifies(
     assert not openssl_verifies(registry, repo_name, layer, keys["two"][1], tmp_path)
     v = oci.verify(f"{ref}:a-1.0-aaa.spack", [keys["two"][1], keys["one"][1]])
     assert (v.digest, v.key) == (digest, str(keys["one"][1]))
+
+
+def test_signed_push_requests(
+    make_proxy: Callable[..., FaultProxy],
+    repo_name: str,
+    keys: dict[str, tuple[Path, Path]],
+    tmp_path: Path,
+) -> None:
+    """What signing adds to a push: per image the payload (POST, PUT) and the signature
+    manifest (PUT); the shared signature config once, without a HEAD while the tag listing
+    shows no signature yet (that HEAD was a round trip in series before the first
+    signatures), with one once it does. No signature manifest is read that the listing
+    says is absent."""
+    proxy = make_proxy()
+    ref = proxy.repo_url(repo_name)
+    key = keys["one"][0]
+
+    def sent(tags: list[str]) -> list[str]:
+        before = len(proxy.log)
+        push(ref, tags, tmp_path, key)
+        return [f"{r.method} {r.path.split('?')[0]}" for r in list(proxy.log)[before:]]
+
+    first = sent(["a-1.0-aaa.spack", "b-1.0-bbb.spack"])
+    assert not [r for r in first if r.startswith("HEAD") or (".sig" in r and "GET" in r)], first
+    # tags/list; per image layer and config (POST+PUT each), manifest; payload POST+PUT and
+    # signature manifest; the signature config POST+PUT once.
+    assert len(first) == 1 + 2 * (5 + 3) + 2, first
+    again = sent(["c-1.0-ccc.spack"])
+    assert sum(r.startswith("HEAD /v2/") and "/blobs/" in r for r in again) == 1, again
+    assert len(again) == 1 + 5 + 3 + 1, again
 
 
 def test_signatures_of_several_keys_accumulate(

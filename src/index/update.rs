@@ -251,7 +251,8 @@ async fn rebuild_knowing(
         .map(|r| (r.0.as_str(), r))
         .collect();
     let repo = &client.repository(reference);
-    let (tags, current) = tokio::join!(repo.list_tags(), read_current(repo));
+    let (tags, current, ()) =
+        tokio::join!(repo.list_tags(), read_current(repo), preload(signer, repo));
     let tags: Vec<String> = tags?.into_iter().filter(|t| tag_is_spec(t)).collect();
     // A previous index that cannot be read is only a cache miss for a rebuild.
     let current = current.ok().flatten();
@@ -285,6 +286,13 @@ async fn rebuild_knowing(
     update.settled = true;
     update.attempts = 1;
     Ok(finish(update, &db))
+}
+
+/// The signature config uploaded (with a `signer`) while the index is read.
+async fn preload(signer: Option<&Signer>, repo: &Repository) {
+    if let Some(s) = signer {
+        s.preload_config(repo).await;
+    }
 }
 
 fn finish(mut update: IndexUpdate, db: &Database) -> IndexUpdate {
@@ -413,7 +421,7 @@ pub async fn merge(
 ) -> Result<IndexUpdate> {
     let repo = &client.repository(reference);
     let fetches = join_all(pushed.iter().map(|t| fetch_tag(repo, t.clone())));
-    let (fetched, current) = tokio::join!(fetches, read_current(repo));
+    let (fetched, current, ()) = tokio::join!(fetches, read_current(repo), preload(signer, repo));
     let mut current = current?;
     let mut update = IndexUpdate {
         mode: "merge",

@@ -354,10 +354,18 @@ impl Run {
                 (i, r, start.elapsed())
             })
             .collect::<Vec<_>>();
-        let outcomes: Vec<_> = stream::iter(tasks)
-            .buffer_unordered(this.items.len().max(1))
-            .collect()
-            .await;
+        // The signature config goes up while the layers do (the signatures need it later).
+        let preload = async {
+            if let Some(s) = this.signer.as_deref().filter(|_| !todo.is_empty()) {
+                s.preload_config(&this.target).await;
+            }
+        };
+        let (outcomes, ()): (Vec<_>, ()) = tokio::join!(
+            stream::iter(tasks)
+                .buffer_unordered(this.items.len().max(1))
+                .collect(),
+            preload
+        );
         if let Some(b) = bytes {
             b.finish();
         }

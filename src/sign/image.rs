@@ -59,12 +59,26 @@ impl Signer {
         let _ = self.listed.set(tags);
     }
 
+    /// Upload the signature config now (once per signer: a HEAD, and the upload if it is
+    /// missing), beside other work, so that the first signatures do not wait for it in
+    /// series. An error is left for [`Signer::prepare`] to meet again and report.
+    pub async fn preload_config(&self, repo: &Repository) {
+        if let Err(e) = self.upload_config(repo).await {
+            tracing::debug!(error = %e, "signature config not uploaded yet");
+        }
+    }
+
     async fn upload_config(&self, repo: &Repository) -> Result<()> {
         self.config_uploaded
             .get_or_try_init(|| async {
                 let config = Bytes::from_static(SIGNATURE_CONFIG);
                 let digest = Digest::of_bytes(&config);
-                repo.upload_blob(&BlobSource::Bytes(config), &digest, false)
+                // No HEAD where the listing shows no signature yet: it would find nothing.
+                let surely_new = self
+                    .listed
+                    .get()
+                    .is_some_and(|l| !l.iter().any(|t| t.ends_with(".sig")));
+                repo.upload_blob(&BlobSource::Bytes(config), &digest, surely_new)
                     .await
                     .map(drop)
             })
