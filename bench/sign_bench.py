@@ -107,7 +107,7 @@ def spack_rows(args: argparse.Namespace, work: Path, key: Path, pub: Path) -> li
     return rows
 
 
-def engine_rows(args: argparse.Namespace, work: Path, key: Path, pub: Path) -> None:
+def engine_rows(args: argparse.Namespace, work: Path, key: Path, pub: Path, images: int) -> None:
     client = oci.Client()
     times: dict[str, list[float]] = {}
     requests: dict[str, int] = {}
@@ -117,7 +117,7 @@ def engine_rows(args: argparse.Namespace, work: Path, key: Path, pub: Path) -> N
             for rep in range(args.reps):
                 for mode in ("unsigned", "signed"):
                     repo = f"oci+http://{proxy.host}/{unique_repo_name(f'sign-{mode}-{rep}')}"
-                    its = items(work, args.images, "pkg")
+                    its = items(work, images, "pkg")
                     before = proxy.requests
                     t = time.perf_counter()
                     res = oci.push(
@@ -140,7 +140,7 @@ def engine_rows(args: argparse.Namespace, work: Path, key: Path, pub: Path) -> N
                     times.setdefault(f"prefetch {mode}", []).append(time.perf_counter() - t)
                     requests[f"prefetch {mode}"] = proxy.requests - before
                     assert all(g.ok for g in got), got[0].error
-    print(f"{args.images} images, {2 * args.delay_ms:.0f} ms per request, {args.reps} reps")
+    print(f"{images} images, {2 * args.delay_ms:.0f} ms per request, {args.reps} reps")
     for op in ("push", "prefetch"):
         u = statistics.median(times[f"{op} unsigned"])
         s = statistics.median(times[f"{op} signed"])
@@ -170,7 +170,9 @@ def main() -> int:
             )
             print("\n".join(rows))
         else:
-            engine_rows(args, work, key, pub)
+            # 1 image: what signing adds in series; --images: what it adds in all.
+            for n in sorted({1, args.images}):
+                engine_rows(args, work, key, pub, n)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
