@@ -74,10 +74,10 @@ impl Signer {
                 let config = Bytes::from_static(SIGNATURE_CONFIG);
                 let digest = Digest::of_bytes(&config);
                 // No HEAD where the listing shows no signature yet: it would find nothing.
-                let surely_new = self
-                    .listed
-                    .get()
-                    .is_some_and(|l| !l.iter().any(|t| t.ends_with(".sig")));
+                let surely_new = self.listed.get().is_some_and(|l| {
+                    !l.iter()
+                        .any(|t| t.rsplit_once('.').is_some_and(|(_, e)| e == "sig"))
+                });
                 repo.upload_blob(&BlobSource::Bytes(config), &digest, surely_new)
                     .await
                     .map(drop)
